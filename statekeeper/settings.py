@@ -1,0 +1,135 @@
+"""The one place that reads the environment.
+
+Every knob is a ``STATEKEEPER_*`` variable; the README lists them with their defaults.
+Settings are frozen and read once per process (:func:`get_settings`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from statekeeper.exceptions import ConfigError
+
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+LOCAL_KAFKA_HOST = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    """Typed, immutable configuration of one statekeeper process."""
+
+    model_config = SettingsConfigDict(env_prefix="STATEKEEPER_", frozen=True, extra="ignore")
+
+    # --- where the parts are -------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers. Unset: a local broker on 127.0.0.1 is started "
+        "by `statekeeper infra up` / `make run`.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL. Unset: a reachable Redis on 127.0.0.1 is reused, else a local "
+        "redis-server is started.",
+    )
+    local_kafka_port: int = 9092
+    local_kafka_controller_port: int = 9093
+    local_redis_port: int = 6379
+    kafka_version: str = "4.4.0"
+    kafka_heap: str = "512m"
+    var_dir: Path = Path("var")
+
+    # --- the worker ----------------------------------------------------------------------
+    app_id: str = "statekeeper"
+    topic_prefix: str = ""
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    table_standby_replicas: int = Field(default=1, ge=0)
+    data_dir: Path | None = Field(
+        default=None, description="RocksDB data dir; default `<var_dir>/worker-<web_port>`."
+    )
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_canonical_url: str | None = None
+    session_timeout_s: float = Field(default=15.0, gt=0)
+    log_level: str = "info"
+
+    # --- input limits --------------------------------------------------------------------
+    max_event_bytes: int = Field(default=1024 * 1024, ge=256)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    # --- RocksDB memory per partition DB (faust's defaults are 2 GiB cache, 64 MiB buffers)
+    rocksdb_block_cache_mb: int = Field(default=16, ge=1)
+    rocksdb_write_buffer_mb: int = Field(default=8, ge=1)
+    rocksdb_max_open_files: int = Field(default=256, ge=16)
+
+    # --- security ------------------------------------------------------------------------
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description='"tenant:key,tenant2:key2". Unset: a `dev` tenant with a generated key, '
+        "printed at start-up.",
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError("topic prefix may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def uses_local_kafka(self) -> bool:
+        """True when no external broker was configured, so ours is started on loopback."""
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{LOCAL_KAFKA_HOST}:{self.local_kafka_port}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.local_redis_port}/0"
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.data_dir or self.var_dir / f"worker-{self.web_port}"
+
+    @property
+    def canonical_url(self) -> str:
+        return self.web_canonical_url or f"http://{self.web_host}:{self.web_port}"
+
+    def tenant_keys(self) -> dict[str, str]:
+        """Map of API key -> tenant parsed from ``api_keys`` (empty when unset)."""
+        if self.api_keys is None:
+            return {}
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+
+def parse_api_keys(spec: str) -> dict[str, str]:
+    """Parse ``"tenant:key,tenant2:key2"`` into ``{key: tenant}``; errors never echo a key."""
+    keys: dict[str, str] = {}
+    for position, pair in enumerate(p.strip() for p in spec.split(",")):
+        if not pair:
+            continue
+        tenant, sep, key = pair.partition(":")
+        if not sep or not key:
+            raise ConfigError(f"STATEKEEPER_API_KEYS entry {position + 1} is not tenant:key")
+        if not _TENANT_RE.match(tenant):
+            raise ConfigError(f"STATEKEEPER_API_KEYS entry {position + 1}: bad tenant name")
+        if len(key) < 16:
+            raise ConfigError(
+                f"STATEKEEPER_API_KEYS entry {position + 1}: keys need at least 16 characters"
+            )
+        keys[key] = tenant
+    return keys
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
