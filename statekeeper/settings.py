@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     # --- the worker ----------------------------------------------------------------------
     app_id: str = "statekeeper"
+    store: str = Field(default="rocksdb://", description="faust table store URL")
     topic_prefix: str = ""
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)

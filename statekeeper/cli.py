@@ -1,0 +1,70 @@
+"""The ``statekeeper`` command line: run the worker, manage local infrastructure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from statekeeper.exceptions import StatekeeperError
+
+
+def _worker(_: argparse.Namespace) -> int:
+    """Run one worker (agents, tables, web API) in the foreground."""
+    from faust import Worker
+
+    from statekeeper.web.api import generated_dev_key
+    from statekeeper.worker import load
+
+    app = load()
+    settings = app.settings
+    print(f"statekeeper worker: kafka {settings.bootstrap_servers}, web {settings.canonical_url}")
+    if generated_dev_key is not None:
+        print(f"no STATEKEEPER_API_KEYS set: tenant 'dev' has API key {generated_dev_key}")
+        print(f"  try: curl -H 'Authorization: Bearer {generated_dev_key}' "
+              f"{settings.canonical_url}/v1/workflows/<item>")
+    sys.stdout.flush()
+    worker = Worker(app, loglevel=settings.log_level)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Start local Kafka and Redis unless configured elsewhere, then the worker."""
+    from statekeeper.infra.cli import main as infra_main
+
+    code = infra_main(["up"])
+    if code != 0:
+        return code
+    return _worker(args)
+
+
+def _infra(args: argparse.Namespace) -> int:
+    from statekeeper.infra.cli import main as infra_main
+
+    return infra_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="statekeeper", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("worker", help="run a worker").set_defaults(func=_worker)
+    commands.add_parser(
+        "run", help="start local Kafka and Redis if needed, then a worker"
+    ).set_defaults(func=_run)
+    infra = commands.add_parser("infra", help="local Kafka and Redis: up, down, status")
+    infra.add_argument("rest", nargs=argparse.REMAINDER)
+    infra.set_defaults(func=_infra)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StatekeeperError as exc:
+        print(f"statekeeper: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Workflow items: their stored form and the state machine that changes them.
+
+Everything here is pure (no faust, no Kafka): :func:`apply_event` takes the current item,
+the event and the definition and returns the new item and its status record, or raises
+:class:`Rejected`. The agent in :mod:`statekeeper.agents.workflow` does the I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from statekeeper import codec
+from statekeeper.stores.definitions import WorkflowDefinition
+from statekeeper.topics.envelope import Envelope
+from statekeeper.topics.rejections import Reason, Rejected
+
+STORE_VERSION = 1
+RECENT_IDS = 32  # event ids remembered per item, so a redelivery has no effect
+MAX_ATTRS = 64
+MAX_ATTR_TEXT = 1024
+MAX_NOTE_TEXT = 2048
+
+ACTIVE, COMPLETED, FAILED, CANCELLED = "active", "completed", "failed", "cancelled"
+ITEM_TYPES = frozenset(
+    {
+        "workflow.start",
+        "workflow.transition",
+        "workflow.fail",
+        "workflow.resume",
+        "workflow.cancel",
+        "workflow.annotate",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One workflow item as stored in its table (msgpack, with a schema version)."""
+
+    tenant: str
+    key: str
+    workflow: str
+    state: str
+    condition: str
+    version: int
+    attempt: int
+    created_at: int
+    entered_at: int
+    updated_at: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    recent_ids: tuple[str, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        return codec.pack(
+            [
+                STORE_VERSION,
+                self.tenant,
+                self.key,
+                self.workflow,
+                self.state,
+                self.condition,
+                self.version,
+                self.attempt,
+                self.created_at,
+                self.entered_at,
+                self.updated_at,
+                self.attrs,
+                self.error,
+                list(self.recent_ids),
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Item:
+        fields = codec.unpack(raw)
+        if fields[0] != STORE_VERSION:
+            raise ValueError(f"stored item has schema version {fields[0]}")
+        *head, recent = fields[1:]
+        return cls(*head, recent_ids=tuple(recent))
+
+    def public(self) -> dict[str, Any]:
+        """The item as ``GET /v1/workflows/{item}`` shows it."""
+        body: dict[str, Any] = {
+            "key": self.key,
+            "workflow": self.workflow,
+            "state": self.state,
+            "condition": self.condition,
+            "version": self.version,
+            "attempt": self.attempt,
+            "attrs": self.attrs,
+            "created_at": self.created_at,
+            "entered_at": self.entered_at,
+            "updated_at": self.updated_at,
+        }
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The outcome of one applied event."""
+
+    item: Item
+    status: dict[str, Any]
+
+
+def apply_event(
+    item: Item | None, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change | None:
+    """Apply one item event; None means a redelivery (no effect, no status record)."""
+    if item is not None and event.id in item.recent_ids:
+        return None
+    if event.type == "workflow.start":
+        return _start(item, event, definition, now_ms)
+    if item is None:
+        raise Rejected(Reason.UNKNOWN_ITEM, f"no item {event.key!r}; send workflow.start first")
+    _check_expected_version(item, event)
+    handler = _HANDLERS[event.type]
+    return handler(item, event, definition, now_ms)
+
+
+def _start(
+    item: Item | None, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change:
+    if item is not None:
+        raise Rejected(Reason.ITEM_EXISTS, f"item {event.key!r} exists (version {item.version})")
+    name = event.data.get("workflow")
+    if not isinstance(name, str) or not name:
+        raise Rejected(Reason.INVALID_DATA, "'workflow' must be a non-empty string")
+    if definition is None:
+        raise Rejected(Reason.UNKNOWN_WORKFLOW, f"workflow {name!r} is not defined")
+    attrs = _attrs(event.data.get("attrs", {}))
+    started = Item(
+        tenant=event.tenant,
+        key=event.key,
+        workflow=name,
+        state=definition.initial,
+        condition=COMPLETED if definition.initial in definition.terminal else ACTIVE,
+        version=1,
+        attempt=1,
+        created_at=now_ms,
+        entered_at=now_ms,
+        updated_at=now_ms,
+        attrs=attrs,
+        recent_ids=(event.id,),
+    )
+    return Change(started, _status(started, event, None, now_ms))
+
+
+def _transition(
+    item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change:
+    target = event.data.get("to")
+    if not isinstance(target, str) or not target:
+        raise Rejected(Reason.INVALID_DATA, "'to' must be a non-empty string")
+    definition = _require(definition, item)
+    if item.condition != ACTIVE:
+        raise Rejected(
+            Reason.ILLEGAL_TRANSITION, f"item is {item.condition}, only active items move"
+        )
+    if not definition.allows(item.state, target):
+        raise Rejected(
+            Reason.ILLEGAL_TRANSITION, f"{item.state!r} -> {target!r} is not allowed"
+        )
+    condition = COMPLETED if target in definition.terminal else ACTIVE
+    moved = _advance(item, event, now_ms, state=target, condition=condition, entered_at=now_ms)
+    return Change(moved, _status(moved, event, item.state, now_ms))
+
+
+def _fail(item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int) -> Change:
+    message = event.data.get("error")
+    if not isinstance(message, str) or not message:
+        raise Rejected(Reason.INVALID_DATA, "'error' must be a non-empty string")
+    retryable = event.data.get("retryable", True)
+    if not isinstance(retryable, bool):
+        raise Rejected(Reason.INVALID_DATA, "'retryable' must be a boolean")
+    if item.condition != ACTIVE:
+        raise Rejected(Reason.ILLEGAL_TRANSITION, f"item is {item.condition}; only active fail")
+    error = {
+        "message": message[:MAX_NOTE_TEXT],
+        "retryable": retryable,
+        "state": item.state,
+        "at": now_ms,
+        "attempt": item.attempt,
+    }
+    failed = _advance(item, event, now_ms, condition=FAILED, error=error)
+    return Change(failed, _status(failed, event, item.state, now_ms))
+
+
+def _resume(
+    item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change:
+    if item.condition != FAILED:
+        raise Rejected(Reason.ILLEGAL_TRANSITION, f"item is {item.condition}; only failed resume")
+    resumed = _advance(
+        item, event, now_ms, condition=ACTIVE, error=None, attempt=item.attempt + 1
+    )
+    return Change(resumed, _status(resumed, event, item.state, now_ms))
+
+
+def _cancel(
+    item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change:
+    if item.condition not in (ACTIVE, FAILED):
+        raise Rejected(Reason.ILLEGAL_TRANSITION, f"item is already {item.condition}")
+    cancelled = _advance(item, event, now_ms, condition=CANCELLED)
+    return Change(cancelled, _status(cancelled, event, item.state, now_ms))
+
+
+def _annotate(
+    item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change:
+    merged = {**item.attrs, **_attrs(event.data.get("attrs"))}
+    if len(merged) > MAX_ATTRS:
+        raise Rejected(Reason.INVALID_DATA, f"an item holds at most {MAX_ATTRS} attributes")
+    annotated = _advance(item, event, now_ms, attrs=merged)
+    return Change(annotated, _status(annotated, event, item.state, now_ms))
+
+
+_HANDLERS = {
+    "workflow.transition": _transition,
+    "workflow.fail": _fail,
+    "workflow.resume": _resume,
+    "workflow.cancel": _cancel,
+    "workflow.annotate": _annotate,
+}
+
+
+def _advance(item: Item, event: Envelope, now_ms: int, **changes: Any) -> Item:
+    recent = (*item.recent_ids, event.id)[-RECENT_IDS:]
+    return replace(
+        item, version=item.version + 1, updated_at=now_ms, recent_ids=recent, **changes
+    )
+
+
+def _require(definition: WorkflowDefinition | None, item: Item) -> WorkflowDefinition:
+    if definition is None:
+        raise Rejected(Reason.UNKNOWN_WORKFLOW, f"workflow {item.workflow!r} is not defined")
+    return definition
+
+
+def _check_expected_version(item: Item, event: Envelope) -> None:
+    expected = event.data.get("expected_version")
+    if expected is None:
+        return
+    if not isinstance(expected, int) or isinstance(expected, bool):
+        raise Rejected(Reason.INVALID_DATA, "'expected_version' must be an integer")
+    if expected != item.version:
+        raise Rejected(
+            Reason.VERSION_CONFLICT, f"expected version {expected}, item is at {item.version}"
+        )
+
+
+def _attrs(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise Rejected(Reason.INVALID_DATA, "'attrs' must be a map")
+    if len(raw) > MAX_ATTRS:
+        raise Rejected(Reason.INVALID_DATA, f"at most {MAX_ATTRS} attributes")
+    for name, value in raw.items():
+        if len(name) > 64 or not name:
+            raise Rejected(Reason.INVALID_DATA, "attribute names must be 1-64 characters")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise Rejected(Reason.INVALID_DATA, f"attribute {name!r} must be a scalar")
+        if isinstance(value, str) and len(value) > MAX_ATTR_TEXT:
+            raise Rejected(Reason.INVALID_DATA, f"attribute {name!r} exceeds {MAX_ATTR_TEXT}")
+    return dict(raw)
+
+
+def _status(item: Item, event: Envelope, source: str | None, now_ms: int) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "v": 1,
+        "tenant": item.tenant,
+        "key": item.key,
+        "workflow": item.workflow,
+        "type": event.type,
+        "from": source,
+        "to": item.state,
+        "condition": item.condition,
+        "version": item.version,
+        "attempt": item.attempt,
+        "event_id": event.id,
+        "event_ts": event.ts,
+        "ts": now_ms,
+    }
+    for name in ("reason", "actor"):
+        value = event.data.get(name)
+        if isinstance(value, str) and value:
+            record[name] = value[:MAX_NOTE_TEXT]
+    if item.error is not None and event.type == "workflow.fail":
+        record["error"] = item.error
+    return record

@@ -1,0 +1,111 @@
+"""The event envelope of the contract (section 2), decoded and validated in one place."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from statekeeper import codec
+from statekeeper.topics.rejections import Reason, Rejected
+
+ENVELOPE_VERSION = 1
+_TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_ID_CHARS = 128
+MAX_KEY_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One validated input event."""
+
+    id: str
+    type: str
+    tenant: str
+    key: str
+    ts: int
+    data: dict[str, Any] = field(default_factory=dict)
+    v: int = ENVELOPE_VERSION
+
+    @property
+    def record_key(self) -> bytes:
+        """The Kafka record key this event belongs under: ``{tenant}/{key}``."""
+        return f"{self.tenant}/{self.key}".encode()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "id": self.id,
+            "type": self.type,
+            "tenant": self.tenant,
+            "key": self.key,
+            "ts": self.ts,
+            "data": self.data,
+        }
+
+
+def decode_envelope(raw: bytes | None, *, max_bytes: int, types: frozenset[str]) -> Envelope:
+    """Decode and validate a record value; raise :class:`Rejected` with a reason code.
+
+    ``types`` is the set of event types accepted on the topic the record came from.
+    """
+    if raw is None:
+        raise Rejected(Reason.UNDECODABLE, "record has no value")
+    if len(raw) > max_bytes:
+        raise Rejected(Reason.OVERSIZE, f"record is {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        value = codec.unpack(raw)
+    except codec.DecodeError as exc:
+        raise Rejected(Reason.UNDECODABLE, str(exc)) from None
+    if not isinstance(value, dict):
+        raise Rejected(Reason.INVALID_ENVELOPE, f"envelope is a {_kind(value)}, not a map", value)
+    return validate_envelope(value, types=types)
+
+
+def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelope:
+    """Validate an already decoded envelope map (also used by ``POST /v1/events``)."""
+    version = value.get("v")
+    if not _is_int(version):
+        raise Rejected(Reason.INVALID_ENVELOPE, "field 'v' must be an integer", value)
+    if version != ENVELOPE_VERSION:
+        raise Rejected(Reason.UNSUPPORTED_VERSION, f"envelope version {version} unsupported", value)
+    event_id = _text(value, "id", max_chars=MAX_ID_CHARS)
+    event_type = _text(value, "type", max_chars=64)
+    tenant = _text(value, "tenant", max_chars=64)
+    if not _TENANT_RE.fullmatch(tenant):
+        raise Rejected(
+            Reason.INVALID_ENVELOPE, "field 'tenant' must match [a-z0-9][a-z0-9_-]{0,63}", value
+        )
+    key = _text(value, "key", max_chars=MAX_KEY_BYTES)
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise Rejected(Reason.INVALID_ENVELOPE, f"field 'key' exceeds {MAX_KEY_BYTES} bytes", value)
+    ts = value.get("ts")
+    if not _is_int(ts) or ts < 0:
+        raise Rejected(Reason.INVALID_ENVELOPE, "field 'ts' must be a non-negative integer", value)
+    data = value.get("data", {})
+    if not isinstance(data, dict):
+        raise Rejected(Reason.INVALID_ENVELOPE, "field 'data' must be a map", value)
+    if event_type not in types:
+        raise Rejected(
+            Reason.UNKNOWN_TYPE,
+            f"type {event_type!r} is not accepted here (expected one of {sorted(types)})",
+            value,
+        )
+    return Envelope(id=event_id, type=event_type, tenant=tenant, key=key, ts=ts, data=data)
+
+
+def _text(value: dict[str, Any], name: str, *, max_chars: int) -> str:
+    text = value.get(name)
+    if not isinstance(text, str) or not text:
+        raise Rejected(Reason.INVALID_ENVELOPE, f"field {name!r} must be a non-empty string", value)
+    if len(text) > max_chars:
+        raise Rejected(Reason.INVALID_ENVELOPE, f"field {name!r} exceeds {max_chars}", value)
+    return text
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__

@@ -1,0 +1,37 @@
+"""Why an input was not applied: the reason codes a dead-letter record carries."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    """Reason codes on ``statekeeper.deadletter``; the README explains each one."""
+
+    UNDECODABLE = "undecodable"
+    OVERSIZE = "oversize"
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_DATA = "invalid_data"
+    MISROUTED = "misrouted"
+    UNKNOWN_WORKFLOW = "unknown_workflow"
+    UNKNOWN_ITEM = "unknown_item"
+    ITEM_EXISTS = "item_exists"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    VERSION_CONFLICT = "version_conflict"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Rejected(Exception):
+    """An input that will not be applied; the agent turns it into a dead-letter record.
+
+    It never escapes an agent: it is caught where the event is handled.
+    """
+
+    def __init__(self, reason: Reason, detail: str, event: Any = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.event = event

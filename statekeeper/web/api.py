@@ -1,0 +1,126 @@
+"""What every HTTP handler shares: the error shape, authentication, owner forwarding."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.exceptions import SameNode
+from faust.types import TableT
+from faust.web import Request, Response, View
+
+from statekeeper.app import app
+from statekeeper.web.auth import keyring_from
+
+logger = logging.getLogger(__name__)
+
+FORWARDED_HEADER = "X-Statekeeper-Forwarded"
+RETRY_AFTER_S = 2
+
+keyring, generated_dev_key = keyring_from(app.settings)
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def not_ready() -> ApiError:
+    return ApiError(
+        503, "recovering", "tables are recovering; try again shortly",
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def error_response(view: View, error: ApiError) -> Response:
+    body = {"error": {"code": error.code, "message": error.message}}
+    return view.json(body, status=error.status, headers=error.headers)
+
+
+ViewFun = Callable[..., Awaitable[Response]]
+
+
+def api_view(fun: ViewFun) -> ViewFun:
+    """Turn :class:`ApiError` (and any bug) into the contract's JSON error shape."""
+
+    @functools.wraps(fun)
+    async def handler(view: View, request: Request, **kwargs: Any) -> Response:
+        try:
+            return await fun(view, request, **kwargs)
+        except ApiError as error:
+            return error_response(view, error)
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.path)
+            return error_response(view, ApiError(500, "internal", "internal error"))
+
+    return handler
+
+
+def tenant_of(request: Request) -> str:
+    """The tenant whose API key the request carries; 401 otherwise."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>")
+    tenant = keyring.tenant_for(presented.strip())
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "unknown API key")
+    return tenant
+
+
+async def forward_to_owner(
+    view: View, request: Request, table: TableT, key: bytes
+) -> Response | None:
+    """Answer from the worker owning ``key``'s partition; None when that is this worker.
+
+    A request that was already forwarded once is never forwarded again: if the
+    assignment moved meanwhile, the answer is 503 with ``Retry-After`` rather than a hop.
+    """
+    if not app.is_ready():
+        raise not_ready()
+    try:
+        owner = app.router.key_store(table.name, key)
+    except KeyError:
+        raise not_ready() from None
+    if _same_url(str(owner), app.conf.canonical_url):
+        return None
+    if request.headers.get(FORWARDED_HEADER):
+        raise not_ready()
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+    headers[FORWARDED_HEADER] = "1"
+    target = request.url.with_host(owner.host).with_port(owner.port)
+    try:
+        async with app.http_client.request(request.method, target, headers=headers) as reply:
+            body = await reply.read()
+            return view.bytes(
+                body,
+                content_type=reply.content_type,
+                status=reply.status,
+                headers={k: v for k, v in reply.headers.items() if k in _PASSED_HEADERS},
+            )
+    except OSError as exc:
+        logger.warning("forwarding to %s failed: %s", owner, exc)
+        raise not_ready() from None
+
+
+_PASSED_HEADERS = ("Retry-After", "X-Cache", "X-Statekeeper-Owner")
+
+
+def _same_url(left: str, right: Any) -> bool:
+    from yarl import URL
+
+    a, b = URL(str(left)), URL(str(right))
+    return (a.host, a.port) == (b.host, b.port)
+
+
+__all__ = ["ApiError", "SameNode", "api_view", "forward_to_owner", "tenant_of"]

@@ -1,0 +1,13 @@
+"""Loads every agent, table and view onto the app: the worker's entry point."""
+
+from __future__ import annotations
+
+from statekeeper.app import StatekeeperApp, app
+
+
+def load() -> StatekeeperApp:
+    """Import the modules that register agents, tables and views; return the app."""
+    from statekeeper.agents import definitions, workflow  # noqa: F401
+    from statekeeper.web import health, workflows  # noqa: F401
+
+    return app
