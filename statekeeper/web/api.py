@@ -7,9 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faust.exceptions import SameNode
 from faust.types import TableT
 from faust.web import Request, Response, View
+from yarl import URL
 
 from statekeeper.app import app
 from statekeeper.web.auth import keyring_from
@@ -17,6 +17,7 @@ from statekeeper.web.auth import keyring_from
 logger = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Statekeeper-Forwarded"
+OWNER_HEADER = "X-Statekeeper-Owner"  # the worker whose table answered
 RETRY_AFTER_S = 2
 
 keyring, generated_dev_key = keyring_from(app.settings)
@@ -56,12 +57,15 @@ def api_view(fun: ViewFun) -> ViewFun:
     @functools.wraps(fun)
     async def handler(view: View, request: Request, **kwargs: Any) -> Response:
         try:
-            return await fun(view, request, **kwargs)
+            response = await fun(view, request, **kwargs)
         except ApiError as error:
-            return error_response(view, error)
+            response = error_response(view, error)
         except Exception:
             logger.exception("%s %s failed", request.method, request.path)
-            return error_response(view, ApiError(500, "internal", "internal error"))
+            response = error_response(view, ApiError(500, "internal", "internal error"))
+        headers = response.headers  # type: ignore[attr-defined]
+        headers.setdefault(OWNER_HEADER, str(app.conf.canonical_url))
+        return response
 
     return handler
 
@@ -113,14 +117,10 @@ async def forward_to_owner(
         raise not_ready() from None
 
 
-_PASSED_HEADERS = ("Retry-After", "X-Cache", "X-Statekeeper-Owner")
+_PASSED_HEADERS = ("Retry-After", "X-Cache", OWNER_HEADER)
 
 
 def _same_url(left: str, right: Any) -> bool:
-    from yarl import URL
-
     a, b = URL(str(left)), URL(str(right))
     return (a.host, a.port) == (b.host, b.port)
 
-
-__all__ = ["ApiError", "SameNode", "api_view", "forward_to_owner", "tenant_of"]

@@ -1,0 +1,52 @@
+# statekeeper: `make run` starts everything, `make test` tests everything.
+# Both install what is missing first (a virtualenv in .venv, redis-server, Java/Maven).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit integration lint typecheck infra-up infra-down infra-status bench clean deps
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "statekeeper needs Python 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+deps: $(STAMP)
+	@scripts/system-deps.sh
+
+run: deps
+	$(BIN)/statekeeper run
+
+test: deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ "$${CI:-}" = "true" ]; then $(BIN)/statekeeper infra down >/dev/null || true; fi; \
+	exit $$status
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: deps
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check statekeeper tests
+	$(BIN)/ruff format --check statekeeper tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy statekeeper
+
+infra-up: deps
+	$(BIN)/statekeeper infra up
+
+infra-down: $(STAMP)
+	$(BIN)/statekeeper infra down
+
+infra-status: $(STAMP)
+	$(BIN)/statekeeper infra status
+
+clean: infra-down
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

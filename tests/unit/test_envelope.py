@@ -1,0 +1,118 @@
+"""Envelope decoding: every bad input becomes a reason code, never another exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statekeeper.topics.envelope import decode_envelope
+from statekeeper.topics.rejections import Reason, Rejected
+
+TYPES = frozenset({"workflow.start"})
+
+
+def valid(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "v": 1,
+        "id": "e-1",
+        "type": "workflow.start",
+        "tenant": "acme",
+        "key": "inv-1",
+        "ts": 1_700_000_000_000,
+        "data": {"workflow": "invoice"},
+    }
+    body.update(overrides)
+    return body
+
+
+def decode(value: Any, max_bytes: int = 1024) -> Any:
+    raw = value if isinstance(value, bytes) else msgpack.packb(value)
+    return decode_envelope(raw, max_bytes=max_bytes, types=TYPES)
+
+
+def reason_for(value: Any, max_bytes: int = 1024) -> Reason:
+    with pytest.raises(Rejected) as caught:
+        decode(value, max_bytes)
+    return caught.value.reason
+
+
+def test_valid_envelope_decodes_with_record_key() -> None:
+    envelope = decode(valid())
+    assert envelope.record_key == b"acme/inv-1"
+    assert envelope.data == {"workflow": "invoice"}
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xc1", Reason.UNDECODABLE),
+        (b"\x92\x01", Reason.UNDECODABLE),  # truncated array
+        (msgpack.packb([1, 2]), Reason.INVALID_ENVELOPE),
+        (valid(v=2), Reason.UNSUPPORTED_VERSION),
+        (valid(v=True), Reason.INVALID_ENVELOPE),
+        (valid(id=""), Reason.INVALID_ENVELOPE),
+        (valid(id="x" * 129), Reason.INVALID_ENVELOPE),
+        (valid(tenant="Acme"), Reason.INVALID_ENVELOPE),
+        (valid(tenant="-acme"), Reason.INVALID_ENVELOPE),
+        (valid(key="é" * 129), Reason.INVALID_ENVELOPE),  # 258 UTF-8 bytes
+        (valid(ts=-1), Reason.INVALID_ENVELOPE),
+        (valid(ts="now"), Reason.INVALID_ENVELOPE),
+        (valid(data=[1]), Reason.INVALID_ENVELOPE),
+        (valid(type="workflow.other"), Reason.UNKNOWN_TYPE),
+    ],
+)
+def test_bad_envelopes_have_reasons(value: Any, reason: Reason) -> None:
+    assert reason_for(value) == reason
+
+
+def test_oversize_is_refused_before_decoding() -> None:
+    assert reason_for(valid(data={"pad": "x" * 2000}), max_bytes=1024) == Reason.OVERSIZE
+
+
+def test_missing_value_is_undecodable() -> None:
+    with pytest.raises(Rejected) as caught:
+        decode_envelope(None, max_bytes=10, types=TYPES)
+    assert caught.value.reason == Reason.UNDECODABLE
+
+
+def test_deep_nesting_is_refused() -> None:
+    nested: Any = "x"
+    for _ in range(40):
+        nested = [nested]
+    assert reason_for(valid(data={"deep": nested}), max_bytes=10_000) == Reason.UNDECODABLE
+
+
+def test_rejection_keeps_the_decoded_event() -> None:
+    with pytest.raises(Rejected) as caught:
+        decode(valid(ts="yesterday"))
+    assert caught.value.event["ts"] == "yesterday"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_only_ever_reject(raw: bytes) -> None:
+    try:
+        decode_envelope(raw, max_bytes=256, types=TYPES)
+    except Rejected:
+        pass
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20) | st.binary(max_size=10),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(valid()) + ["x"]), json_like, max_size=8))
+def test_random_maps_only_ever_reject(value: dict[str, Any]) -> None:
+    try:
+        decode(value, max_bytes=100_000)
+    except Rejected:
+        pass
