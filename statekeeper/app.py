@@ -42,7 +42,7 @@ class StatekeeperApp(faust.App):
 
     def is_ready(self) -> bool:
         """Tables recovered and no rebalance under way."""
-        recovery = self.tables.recovery
+        recovery = self.tables.recovery  # type: ignore[attr-defined]
         if not recovery.completed.is_set() or self.rebalancing:
             return False
         return all(condition() for condition in self.ready_conditions)

@@ -20,8 +20,10 @@ def _worker(_: argparse.Namespace) -> int:
     print(f"statekeeper worker: kafka {settings.bootstrap_servers}, web {settings.canonical_url}")
     if generated_dev_key is not None:
         print(f"no STATEKEEPER_API_KEYS set: tenant 'dev' has API key {generated_dev_key}")
-        print(f"  try: curl -H 'Authorization: Bearer {generated_dev_key}' "
-              f"{settings.canonical_url}/v1/workflows/<item>")
+        print(
+            f"  try: curl -H 'Authorization: Bearer {generated_dev_key}' "
+            f"{settings.canonical_url}/v1/workflows/<item>"
+        )
     sys.stdout.flush()
     worker = Worker(app, loglevel=settings.log_level)
     worker.execute_from_commandline()

@@ -24,7 +24,9 @@ def unpack(data: bytes) -> Any:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise DecodeError(f"not a single msgpack value ({type(exc).__name__}: {exc})"[:300]) from None
+        raise DecodeError(
+            f"not a single msgpack value ({type(exc).__name__}: {exc})"[:300]
+        ) from None
     if nesting_depth(value) > MAX_DEPTH:
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     return value

@@ -88,7 +88,8 @@ class EventPipeline:
         headers = dict(message.headers or [])
         if REROUTED_HEADER in headers:
             raise Rejected(
-                Reason.MISROUTED, "re-sent record still arrived on the wrong partition",
+                Reason.MISROUTED,
+                "re-sent record still arrived on the wrong partition",
                 envelope.as_dict(),
             )
         await self.app.topic(self.topic).send(

@@ -50,7 +50,7 @@ def parse_definition(tenant: str, name: str, data: dict[str, Any]) -> WorkflowDe
         raise _invalid(f"'states' must be unique and at most {MAX_STATES}")
     known = set(states)
     initial = data.get("initial")
-    if initial not in known:
+    if not isinstance(initial, str) or initial not in known:
         raise _invalid("'initial' must be one of 'states'")
     terminal = data.get("terminal", [])
     if not isinstance(terminal, list) or not set(terminal) <= known:

@@ -77,8 +77,36 @@ class Item:
         fields = codec.unpack(raw)
         if fields[0] != STORE_VERSION:
             raise ValueError(f"stored item has schema version {fields[0]}")
-        *head, recent = fields[1:]
-        return cls(*head, recent_ids=tuple(recent))
+        (
+            tenant,
+            key,
+            workflow,
+            state,
+            condition,
+            version,
+            attempt,
+            created_at,
+            entered_at,
+            updated_at,
+            attrs,
+            error,
+            recent,
+        ) = fields[1:]
+        return cls(
+            tenant=tenant,
+            key=key,
+            workflow=workflow,
+            state=state,
+            condition=condition,
+            version=version,
+            attempt=attempt,
+            created_at=created_at,
+            entered_at=entered_at,
+            updated_at=updated_at,
+            attrs=attrs,
+            error=error,
+            recent_ids=tuple(recent),
+        )
 
     def public(self) -> dict[str, Any]:
         """The item as ``GET /v1/workflows/{item}`` shows it."""
@@ -162,15 +190,15 @@ def _transition(
             Reason.ILLEGAL_TRANSITION, f"item is {item.condition}, only active items move"
         )
     if not definition.allows(item.state, target):
-        raise Rejected(
-            Reason.ILLEGAL_TRANSITION, f"{item.state!r} -> {target!r} is not allowed"
-        )
+        raise Rejected(Reason.ILLEGAL_TRANSITION, f"{item.state!r} -> {target!r} is not allowed")
     condition = COMPLETED if target in definition.terminal else ACTIVE
     moved = _advance(item, event, now_ms, state=target, condition=condition, entered_at=now_ms)
     return Change(moved, _status(moved, event, item.state, now_ms))
 
 
-def _fail(item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int) -> Change:
+def _fail(
+    item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
+) -> Change:
     message = event.data.get("error")
     if not isinstance(message, str) or not message:
         raise Rejected(Reason.INVALID_DATA, "'error' must be a non-empty string")
@@ -195,9 +223,7 @@ def _resume(
 ) -> Change:
     if item.condition != FAILED:
         raise Rejected(Reason.ILLEGAL_TRANSITION, f"item is {item.condition}; only failed resume")
-    resumed = _advance(
-        item, event, now_ms, condition=ACTIVE, error=None, attempt=item.attempt + 1
-    )
+    resumed = _advance(item, event, now_ms, condition=ACTIVE, error=None, attempt=item.attempt + 1)
     return Change(resumed, _status(resumed, event, item.state, now_ms))
 
 
@@ -231,9 +257,7 @@ _HANDLERS = {
 
 def _advance(item: Item, event: Envelope, now_ms: int, **changes: Any) -> Item:
     recent = (*item.recent_ids, event.id)[-RECENT_IDS:]
-    return replace(
-        item, version=item.version + 1, updated_at=now_ms, recent_ids=recent, **changes
-    )
+    return replace(item, version=item.version + 1, updated_at=now_ms, recent_ids=recent, **changes)
 
 
 def _require(definition: WorkflowDefinition | None, item: Item) -> WorkflowDefinition:

@@ -80,7 +80,7 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
     if len(key.encode()) > MAX_KEY_BYTES:
         raise Rejected(Reason.INVALID_ENVELOPE, f"field 'key' exceeds {MAX_KEY_BYTES} bytes", value)
     ts = value.get("ts")
-    if not _is_int(ts) or ts < 0:
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
         raise Rejected(Reason.INVALID_ENVELOPE, "field 'ts' must be a non-negative integer", value)
     data = value.get("data", {})
     if not isinstance(data, dict):

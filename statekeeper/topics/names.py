@@ -65,9 +65,13 @@ class TopicNames:
     def topic_for_type(self, event_type: str) -> str | None:
         """The input topic an event type belongs on, or None for an unknown type."""
         family = event_type.partition(".")[0]
-        return {
-            "workflow": self.workflow_events,
-            "session": self.session_events,
-            "conversation": self.conversation_events,
-            "resource": self.lifecycle_events,
-        }.get(family) if event_type != "workflow.define" else self.workflow_definitions
+        return (
+            {
+                "workflow": self.workflow_events,
+                "session": self.session_events,
+                "conversation": self.conversation_events,
+                "resource": self.lifecycle_events,
+            }.get(family)
+            if event_type != "workflow.define"
+            else self.workflow_definitions
+        )

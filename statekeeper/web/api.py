@@ -38,7 +38,9 @@ class ApiError(Exception):
 
 def not_ready() -> ApiError:
     return ApiError(
-        503, "recovering", "tables are recovering; try again shortly",
+        503,
+        "recovering",
+        "tables are recovering; try again shortly",
         {"Retry-After": str(RETRY_AFTER_S)},
     )
 
@@ -61,7 +63,7 @@ def api_view(fun: ViewFun) -> ViewFun:
         except ApiError as error:
             response = error_response(view, error)
         except Exception:
-            logger.exception("%s %s failed", request.method, request.path)
+            logger.exception("%s %s failed", request.method, request.url)
             response = error_response(view, ApiError(500, "internal", "internal error"))
         headers = response.headers  # type: ignore[attr-defined]
         headers.setdefault(OWNER_HEADER, str(app.conf.canonical_url))
@@ -102,7 +104,7 @@ async def forward_to_owner(
         raise not_ready()
     headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
     headers[FORWARDED_HEADER] = "1"
-    target = request.url.with_host(owner.host).with_port(owner.port)
+    target = request.url.with_host(owner.host or "127.0.0.1").with_port(owner.port)
     try:
         async with app.http_client.request(request.method, target, headers=headers) as reply:
             body = await reply.read()
@@ -123,4 +125,3 @@ _PASSED_HEADERS = ("Retry-After", "X-Cache", OWNER_HEADER)
 def _same_url(left: str, right: Any) -> bool:
     a, b = URL(str(left)), URL(str(right))
     return (a.host, a.port) == (b.host, b.port)
-

@@ -53,28 +53,41 @@ def test_start_enters_initial_state() -> None:
 
 
 def test_reaching_terminal_state_completes() -> None:
-    item = run(run(started(), event("workflow.transition", to="sent")),
-               event("workflow.transition", to="paid"))
+    item = run(
+        run(started(), event("workflow.transition", to="sent")),
+        event("workflow.transition", to="paid"),
+    )
     assert (item.state, item.condition, item.version) == ("paid", "completed", 3)
 
 
 def test_status_record_names_both_states() -> None:
-    change = apply_event(started(), event("workflow.transition", to="sent", actor="ann"),
-                         INVOICE, now_ms=5)
+    change = apply_event(
+        started(), event("workflow.transition", to="sent", actor="ann"), INVOICE, now_ms=5
+    )
     assert change is not None
     assert (change.status["from"], change.status["to"], change.status["actor"]) == (
-        "draft", "sent", "ann")
+        "draft",
+        "sent",
+        "ann",
+    )
 
 
 def test_failed_item_resumes_where_it_stopped() -> None:
     item = run(started(), event("workflow.transition", to="sent"))
     failed = run(item, event("workflow.fail", error="smtp down"))
     assert (failed.condition, failed.state, failed.error["message"]) == (  # type: ignore[index]
-        "failed", "sent", "smtp down")
+        "failed",
+        "sent",
+        "smtp down",
+    )
     assert rejection(failed, event("workflow.transition", to="paid")) == Reason.ILLEGAL_TRANSITION
     resumed = run(failed, event("workflow.resume"))
     assert (resumed.condition, resumed.state, resumed.attempt, resumed.error) == (
-        "active", "sent", 2, None)
+        "active",
+        "sent",
+        2,
+        None,
+    )
 
 
 def test_redelivery_has_no_effect() -> None:
