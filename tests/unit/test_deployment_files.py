@@ -50,3 +50,21 @@ def test_dockerfile_runs_the_worker_entry_point() -> None:
     assert 'CMD ["statekeeper", "worker"]' in text
     assert "FROM python:3.11" in text
     assert "STATEKEEPER_WEB_HOST=0.0.0.0" in text
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        f"STATEKEEPER_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`STATEKEEPER_{name.upper()}`" not in readme
+    ]
+    assert missing == []
+
+
+def test_readme_quick_start_is_the_two_make_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in quick_start.strip().splitlines()]
+    assert commands == ["make run", "make test"]
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
