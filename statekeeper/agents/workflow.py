@@ -6,7 +6,7 @@ import logging
 import time
 
 from statekeeper import codec
-from statekeeper.agents.definitions import registry
+from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.app import app
 from statekeeper.stores.tables import workflow_items
@@ -24,7 +24,7 @@ async def handle_item_event(envelope: Envelope) -> bool:
     stored = workflow_items.get(key)
     item = Item.from_bytes(stored) if stored is not None else None
     workflow = item.workflow if item is not None else envelope.data.get("workflow")
-    definition = registry.get(envelope.tenant, workflow) if isinstance(workflow, str) else None
+    definition = await lookup(envelope.tenant, workflow) if isinstance(workflow, str) else None
     change = apply_event(item, envelope, definition, int(time.time() * 1000))
     if change is None:
         return False

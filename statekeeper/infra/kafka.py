@@ -250,8 +250,9 @@ def wait_ready(
     host, port = bootstrap.rsplit(":", 1)
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise InfraError(f"the Kafka broker exited; last lines of {paths.log}:\n"
-                             + tail(paths.log))
+            raise InfraError(
+                f"the Kafka broker exited; last lines of {paths.log}:\n" + tail(paths.log)
+            )
         if speaks_kafka(host, int(port)) and metadata_ready(bootstrap):
             return
         if time.monotonic() > next_note:

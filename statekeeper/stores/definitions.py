@@ -96,31 +96,37 @@ def _invalid(detail: str) -> Rejected:
     return Rejected(Reason.INVALID_DATA, detail)
 
 
-class DefinitionRegistry:
-    """In-memory map of accepted definitions, ``(tenant, workflow) -> definition``.
+SourcePosition = tuple[int, int]
+"""(partition, offset) of the ``workflow.define`` record a definition came from."""
 
-    Fed by every worker from the accepted-definitions topic, so a lookup never leaves
-    the process. ``changed`` wakes waiters when a definition arrives.
+
+class DefinitionRegistry:
+    """In-memory map of valid definitions, ``(tenant, workflow) -> definition``.
+
+    Every worker holds all of them, so a lookup never leaves the process. A definition
+    replaces the held one only if it comes from a later source record, so reading the
+    same definition twice (source and accepted topics) never goes back in time.
     """
 
     def __init__(self) -> None:
-        self._definitions: dict[tuple[str, str], WorkflowDefinition] = {}
-        self.changed = asyncio.Event()
+        self._definitions: dict[tuple[str, str], tuple[WorkflowDefinition, SourcePosition]] = {}
         self.caught_up = asyncio.Event()
 
     def get(self, tenant: str, name: str) -> WorkflowDefinition | None:
-        return self._definitions.get((tenant, name))
+        held = self._definitions.get((tenant, name))
+        return held[0] if held else None
 
-    def put(self, definition: WorkflowDefinition) -> None:
-        self._definitions[(definition.tenant, definition.name)] = definition
-        self.changed.set()
-        self.changed.clear()
-
-    def remove(self, tenant: str, name: str) -> None:
-        self._definitions.pop((tenant, name), None)
+    def put(self, definition: WorkflowDefinition, source: SourcePosition) -> bool:
+        """Hold ``definition`` unless a later one is held already; True when it changed."""
+        key = (definition.tenant, definition.name)
+        held = self._definitions.get(key)
+        if held is not None and held[1] >= source:
+            return False
+        self._definitions[key] = (definition, source)
+        return True
 
     def for_tenant(self, tenant: str) -> list[WorkflowDefinition]:
-        return [d for (t, _), d in sorted(self._definitions.items()) if t == tenant]
+        return [d for (t, _), (d, _) in sorted(self._definitions.items()) if t == tenant]
 
     def __len__(self) -> int:
         return len(self._definitions)

@@ -53,7 +53,7 @@ async def ensure_topics(settings: Settings, names: TopicNames) -> None:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise ConfigError(f"cannot create topic {name}: Kafka error code {code}")
             if code == 0:
-                logger.info("created topic %s (%d partitions)", name, settings.partitions)
+                logger.info("created topic %s", name)
         await _check_partitions(admin, list(names.inputs()), settings.partitions)
     finally:
         await admin.close()
