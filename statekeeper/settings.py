@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_canonical_url: str | None = None
+    sla_check_interval_s: float = Field(default=1.0, gt=0)
+    definitions_file: Path | None = Field(
+        default=None, description="YAML or TOML file of workflow definitions loaded at start"
+    )
     session_timeout_s: float = Field(default=15.0, gt=0)
     log_level: str = "info"
 

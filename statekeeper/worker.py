@@ -8,6 +8,6 @@ from statekeeper.app import StatekeeperApp, app
 def load() -> StatekeeperApp:
     """Import the modules that register agents, tables and views; return the app."""
     from statekeeper.agents import definitions, workflow  # noqa: F401
-    from statekeeper.web import health, workflows  # noqa: F401
+    from statekeeper.web import cluster, health, workflows  # noqa: F401
 
     return app

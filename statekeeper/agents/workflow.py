@@ -1,44 +1,147 @@
-"""State management: item events applied to the items table, one status record each."""
+"""State management: item events applied to the workflow tables, one status record each.
+
+For every applied change, in the item's partition: the item is rewritten, one history
+entry is added, the partition's counts move, the SLA deadline index follows the item, and
+one record goes to ``statekeeper.workflow.status``. Clock ticks on an internal topic,
+co-partitioned with the events, let the same agent emit ``workflow.stuck`` notices (faust
+timers cannot write tables; the agent can).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from typing import Any
+
+from faust.types import EventT
 
 from statekeeper import codec
 from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.app import app
-from statekeeper.stores.tables import workflow_items
-from statekeeper.stores.workflow import ITEM_TYPES, Item, apply_event
+from statekeeper.stores.definitions import WorkflowDefinition
+from statekeeper.stores.scan import active_partitions, scan_range
+from statekeeper.stores.tables import (
+    workflow_counts,
+    workflow_deadlines,
+    workflow_history,
+    workflow_items,
+)
+from statekeeper.stores.workflow import (
+    ITEM_TYPES,
+    Change,
+    Counts,
+    Item,
+    apply_event,
+    counts_key,
+    deadline_key,
+    history_key,
+    sla_deadline,
+)
 from statekeeper.topics.envelope import Envelope
 
 logger = logging.getLogger(__name__)
 
+events_name = app.topic_names.workflow_events
+ticks_name = app.topic_names.workflow_ticks(app.settings.app_id)
 status_topic = app.topic(app.topic_names.workflow_status)
+notices_topic = app.topic(app.topic_names.lifecycle_notices)
+ticks_topic = app.topic(ticks_name)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def handle_item_event(envelope: Envelope) -> bool:
-    """Apply one item event; write the item and emit its status record."""
+    """Apply one item event; False when it is a redelivery with no effect."""
     key = envelope.record_key
     stored = workflow_items.get(key)
-    item = Item.from_bytes(stored) if stored is not None else None
-    workflow = item.workflow if item is not None else envelope.data.get("workflow")
+    before = Item.from_bytes(stored) if stored is not None else None
+    workflow = before.workflow if before is not None else envelope.data.get("workflow")
     definition = await lookup(envelope.tenant, workflow) if isinstance(workflow, str) else None
-    change = apply_event(item, envelope, definition, int(time.time() * 1000))
+    change = apply_event(before, envelope, definition, _now_ms())
     if change is None:
         return False
-    workflow_items[key] = change.item.to_bytes()
-    await status_topic.send(key=key, value=codec.pack(change.status))
+    await record_change(key, before, change, definition)
     return True
 
 
-pipeline = EventPipeline(app, app.topic_names.workflow_events, ITEM_TYPES, handle_item_event)
+async def record_change(
+    key: bytes, before: Item | None, change: Change, definition: WorkflowDefinition | None
+) -> None:
+    """Write every table an applied change touches, then emit its status record."""
+    item = dataclasses.replace(change.item, deadline=sla_deadline(change.item, definition))
+    workflow_items[key] = item.to_bytes()
+    workflow_history[history_key(key, item.version)] = codec.pack(change.status)
+    if before is None or (before.state, before.condition) != (item.state, item.condition):
+        counter_key = counts_key(item.tenant, item.workflow)
+        counts = Counts.from_bytes(workflow_counts.get(counter_key))
+        counts.move(before, item)
+        workflow_counts[counter_key] = counts.to_bytes()
+    old_deadline = before.deadline if before is not None else None
+    if old_deadline != item.deadline:
+        if old_deadline is not None:
+            del workflow_deadlines[deadline_key(old_deadline, key)]
+        if item.deadline is not None:
+            workflow_deadlines[deadline_key(item.deadline, key)] = codec.pack([item.state, False])
+    await status_topic.send(key=key, value=codec.pack(change.status))
 
 
-@app.agent(app.topic(app.topic_names.workflow_events))
+async def handle_tick(event: EventT) -> None:
+    """Emit one ``workflow.stuck`` notice per item and state whose SLA has passed."""
+    partition = event.message.partition
+    now = _now_ms()
+    due = list(scan_range(workflow_deadlines, partition, b"", deadline_key(now + 1, b"")))
+    for deadline_entry, value in due:
+        state, notified = codec.unpack(value)
+        if notified:
+            continue
+        record_key = deadline_entry[8:]
+        stored = workflow_items.get(record_key)
+        if stored is None:
+            continue
+        item = Item.from_bytes(stored)
+        await notices_topic.send(key=record_key, value=codec.pack(stuck_notice(item, now)))
+        workflow_deadlines[deadline_entry] = codec.pack([state, True])
+
+
+def stuck_notice(item: Item, now: int) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "type": "workflow.stuck",
+        "tenant": item.tenant,
+        "key": item.key,
+        "workflow": item.workflow,
+        "state": item.state,
+        "condition": item.condition,
+        "version": item.version,
+        "entered_at": item.entered_at,
+        "deadline": item.deadline,
+        "ts": now,
+    }
+
+
+pipeline = EventPipeline(app, events_name, ITEM_TYPES, handle_item_event)
+
+
+@app.agent(app.topic(events_name, ticks_name))
 async def workflow_events(stream):  # type: ignore[no-untyped-def]
-    """Apply item lifecycle commands in per-item order."""
+    """Apply item lifecycle commands in per-item order; check SLAs on each tick."""
     await registry.caught_up.wait()
     async for event in stream.events():
-        await pipeline.process(event)
+        if event.message.topic == ticks_name:
+            await handle_tick(event)
+        else:
+            await pipeline.process(event)
+
+
+@app.timer(interval=app.settings.sla_check_interval_s)
+async def send_ticks() -> None:
+    """One tick per owned partition, so its agent checks SLA deadlines in-stream."""
+    if not app.is_ready():
+        return
+    tick = codec.pack({"v": 1, "ts": _now_ms()})
+    for partition in sorted(active_partitions(app, workflow_items)):
+        await ticks_topic.send(value=tick, partition=partition)

@@ -1,8 +1,17 @@
 """The faust tables (RocksDB-backed, with changelog topics), declared on the one app.
 
-Keys and values are raw bytes: keys are the contract's record keys ``{tenant}/{entity}``,
-so a table partition is exactly its input topic's partition and web routing hashes the
-same bytes the producer did. Values are msgpack (see the models in this package).
+Keys and values are raw bytes. Every table is written only while processing an event of
+``statekeeper.workflow.events``, so each change lands in the partition of the item it is
+about: a table partition is exactly its input topic's partition, web routing hashes the
+same bytes the producer did, and per-partition scans (:mod:`statekeeper.stores.scan`) see
+one partition's items, history, counts and deadlines together.
+
+| table | key | value |
+|---|---|---|
+| ``workflow-items`` | ``{tenant}/{item}`` | :class:`~statekeeper.stores.workflow.Item` |
+| ``workflow-history`` | ``{tenant}/{item}`` NUL version (8 bytes) | one applied change |
+| ``workflow-counts`` | ``{tenant}`` NUL ``{workflow}`` | this partition's counts |
+| ``workflow-deadlines`` | SLA deadline (8 bytes) ``{tenant}/{item}`` | state and version |
 """
 
 from __future__ import annotations
@@ -25,3 +34,6 @@ def _bytes_table(name: str, help_text: str) -> TableT:
 
 
 workflow_items = _bytes_table("workflow-items", "current state of every workflow item")
+workflow_history = _bytes_table("workflow-history", "every applied change, per item")
+workflow_counts = _bytes_table("workflow-counts", "items by state and condition, per partition")
+workflow_deadlines = _bytes_table("workflow-deadlines", "SLA deadlines of items in a state")

@@ -7,7 +7,7 @@ the event and the definition and returns the new item and its status record, or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from statekeeper import codec
@@ -51,62 +51,20 @@ class Item:
     attrs: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     recent_ids: tuple[str, ...] = ()
+    deadline: int | None = None  # ms: when this item becomes stuck in its state (SLA)
 
     def to_bytes(self) -> bytes:
-        return codec.pack(
-            [
-                STORE_VERSION,
-                self.tenant,
-                self.key,
-                self.workflow,
-                self.state,
-                self.condition,
-                self.version,
-                self.attempt,
-                self.created_at,
-                self.entered_at,
-                self.updated_at,
-                self.attrs,
-                self.error,
-                list(self.recent_ids),
-            ]
-        )
+        values = [getattr(self, name) for name in _ITEM_FIELDS]
+        return codec.pack([STORE_VERSION, *values])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Item:
-        fields = codec.unpack(raw)
-        if fields[0] != STORE_VERSION:
-            raise ValueError(f"stored item has schema version {fields[0]}")
-        (
-            tenant,
-            key,
-            workflow,
-            state,
-            condition,
-            version,
-            attempt,
-            created_at,
-            entered_at,
-            updated_at,
-            attrs,
-            error,
-            recent,
-        ) = fields[1:]
-        return cls(
-            tenant=tenant,
-            key=key,
-            workflow=workflow,
-            state=state,
-            condition=condition,
-            version=version,
-            attempt=attempt,
-            created_at=created_at,
-            entered_at=entered_at,
-            updated_at=updated_at,
-            attrs=attrs,
-            error=error,
-            recent_ids=tuple(recent),
-        )
+        stored = codec.unpack(raw)
+        if stored[0] != STORE_VERSION:
+            raise ValueError(f"stored item has schema version {stored[0]}")
+        values = dict(zip(_ITEM_FIELDS, stored[1:], strict=True))
+        values["recent_ids"] = tuple(values["recent_ids"])
+        return cls(**values)
 
     def public(self) -> dict[str, Any]:
         """The item as ``GET /v1/workflows/{item}`` shows it."""
@@ -125,6 +83,9 @@ class Item:
         if self.error is not None:
             body["error"] = self.error
         return body
+
+
+_ITEM_FIELDS = tuple(f.name for f in fields(Item))
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,3 +277,70 @@ def _status(item: Item, event: Envelope, source: str | None, now_ms: int) -> dic
     if item.error is not None and event.type == "workflow.fail":
         record["error"] = item.error
     return record
+
+
+def sla_deadline(item: Item, definition: WorkflowDefinition | None) -> int | None:
+    """When ``item`` becomes stuck in its current state, or None (no SLA, or finished)."""
+    if definition is None or item.condition in (COMPLETED, CANCELLED):
+        return None
+    seconds = definition.sla_seconds.get(item.state)
+    return item.entered_at + seconds * 1000 if seconds else None
+
+
+# --- keys of the other tables (see statekeeper.stores.tables) ---------------------------
+
+
+def history_key(record_key: bytes, version: int) -> bytes:
+    return record_key + b"\x00" + version.to_bytes(8, "big")
+
+
+def history_prefix(record_key: bytes) -> bytes:
+    return record_key + b"\x00"
+
+
+def counts_key(tenant: str, workflow: str) -> bytes:
+    return f"{tenant}\x00{workflow}".encode()
+
+
+def deadline_key(deadline_ms: int, record_key: bytes) -> bytes:
+    return deadline_ms.to_bytes(8, "big") + record_key
+
+
+@dataclass(slots=True)
+class Counts:
+    """Items of one workflow in one partition, by state and by condition."""
+
+    states: dict[str, int] = field(default_factory=dict)
+    conditions: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Counts:
+        if raw is None:
+            return cls()
+        states, conditions = codec.unpack(raw)
+        return cls(states, conditions)
+
+    def to_bytes(self) -> bytes:
+        return codec.pack([self.states, self.conditions])
+
+    def move(self, before: Item | None, after: Item) -> None:
+        """Account for one item changing from ``before`` to ``after``."""
+        if before is not None:
+            _bump(self.states, before.state, -1)
+            _bump(self.conditions, before.condition, -1)
+        _bump(self.states, after.state, 1)
+        _bump(self.conditions, after.condition, 1)
+
+    def add(self, other: Counts) -> None:
+        for state, n in other.states.items():
+            _bump(self.states, state, n)
+        for condition, n in other.conditions.items():
+            _bump(self.conditions, condition, n)
+
+
+def _bump(counter: dict[str, int], name: str, delta: int) -> None:
+    value = counter.get(name, 0) + delta
+    if value:
+        counter[name] = value
+    else:
+        counter.pop(name, None)

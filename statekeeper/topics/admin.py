@@ -48,6 +48,14 @@ async def ensure_topics(settings: Settings, names: TopicNames) -> None:
                 topic_configs={"cleanup.policy": "compact"},
             )
         )
+        new.append(
+            NewTopic(
+                names.workflow_ticks(settings.app_id),
+                settings.partitions,
+                settings.replication_factor,
+                topic_configs={"retention.ms": str(3600 * 1000)},
+            )
+        )
         response = await admin.create_topics(new)
         for name, code, *_ in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):

@@ -77,6 +77,10 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
             Reason.INVALID_ENVELOPE, "field 'tenant' must match [a-z0-9][a-z0-9_-]{0,63}", value
         )
     key = _text(value, "key", max_chars=MAX_KEY_BYTES)
+    if any(ord(char) < 32 for char in key):
+        raise Rejected(
+            Reason.INVALID_ENVELOPE, "field 'key' must not hold control characters", value
+        )
     if len(key.encode()) > MAX_KEY_BYTES:
         raise Rejected(Reason.INVALID_ENVELOPE, f"field 'key' exceeds {MAX_KEY_BYTES} bytes", value)
     ts = value.get("ts")

@@ -50,6 +50,10 @@ class TopicNames:
         """Internal compacted topic of validated definitions, read whole by every worker."""
         return f"{self.prefix}{app_id}-workflow-definitions-accepted"
 
+    def workflow_ticks(self, app_id: str) -> str:
+        """Internal topic of clock ticks, co-partitioned with the workflow events."""
+        return f"{self.prefix}{app_id}-workflow-ticks"
+
     def inputs(self) -> tuple[str, ...]:
         return (
             self.workflow_definitions,

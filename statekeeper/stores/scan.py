@@ -1,0 +1,72 @@
+"""Reading a RocksDB-backed faust table partition by partition, outside stream processing.
+
+faust answers point reads; listings, counts and deadlines need ordered prefix scans of the
+partitions this worker owns. This module is the one place that reaches into the store
+(``RocksDBStore._dbs``, rocksdict ``items(from_key=...)``), so the rest stays on public API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from faust.types import TP, AppT, TableT
+
+from statekeeper.exceptions import StatekeeperError
+
+
+class ScanUnsupported(StatekeeperError):
+    """The table's store cannot scan (only ``rocksdb://`` can)."""
+
+
+def active_partitions(app: AppT, table: TableT) -> set[int]:
+    """Partitions of ``table`` this worker owns (standby copies excluded)."""
+    changelog = table.changelog_topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+
+
+def owner_urls(app: AppT, table: TableT, partitions: int) -> dict[int, str]:
+    """Partition -> URL of the worker owning it, for partitions whose owner is known."""
+    changelog = table.changelog_topic.get_topic_name()
+    urls: dict[TP, str] = getattr(app.assignor, "_tps_url", {})
+    return {p: str(urls[TP(changelog, p)]) for p in range(partitions) if TP(changelog, p) in urls}
+
+
+def _db(table: TableT, partition: int) -> Any:
+    dbs = getattr(table.data, "_dbs", None)
+    if dbs is None:
+        raise ScanUnsupported("listing needs the rocksdb:// store (STATEKEEPER_STORE)")
+    return dbs.get(partition)
+
+
+def scan_prefix(
+    table: TableT, partition: int, prefix: bytes, *, after: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Keys starting with ``prefix`` in one partition, in key order, after ``after``."""
+    db = _db(table, partition)
+    if db is None:
+        return
+    start = after + b"\x00" if after is not None else prefix
+    for key, value in db.items(from_key=start):
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
+def scan_range(
+    table: TableT, partition: int, start: bytes, stop: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """Keys in ``[start, stop)`` of one partition, in key order."""
+    db = _db(table, partition)
+    if db is None:
+        return
+    for key, value in db.items(from_key=start):
+        if key >= stop:
+            return
+        yield key, value
+
+
+def get_in_partition(table: TableT, partition: int, key: bytes) -> bytes | None:
+    """Point read from one partition's database (no search across partitions)."""
+    db = _db(table, partition)
+    return None if db is None else db.get(key)
