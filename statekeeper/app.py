@@ -10,6 +10,7 @@ import faust
 
 from statekeeper.settings import Settings, get_settings
 from statekeeper.topics.admin import ensure_topics
+from statekeeper.topics.definitions_file import publish_definitions_file
 from statekeeper.topics.names import TopicNames
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,13 @@ class StatekeeperApp(faust.App):
 
     async def on_first_start(self) -> None:
         await ensure_topics(self.settings, self.topic_names)
+        published = await publish_definitions_file(self.settings, self.topic_names)
+        if published:
+            logger.info(
+                "published %d workflow definitions from %s",
+                published,
+                self.settings.definitions_file,
+            )
         await super().on_first_start()
 
     def rocksdb_options(self) -> dict[str, Any]:

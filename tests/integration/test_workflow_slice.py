@@ -96,3 +96,24 @@ async def test_item_survives_restart_and_rebuilds_from_changelog(deployment: Dep
     worker = deployment.start()
     status, _, body = http_get(f"{worker.url}/v1/workflows/inv-2", ACME_KEY)
     assert (status, body["state"], body["version"]) == (200, "sent", 2)
+
+
+async def test_definitions_file_is_loaded_at_start(deployment: Deployment) -> None:
+    path = deployment.root / "workflows.toml"
+    path.write_text(
+        'tenant = "acme"\n[[workflows]]\nname = "ticket"\nstates = ["open", "closed"]\n'
+        'initial = "open"\nterminal = ["closed"]\ntransitions = [["open", "closed"]]\n'
+    )
+    worker = deployment.start(STATEKEEPER_DEFINITIONS_FILE=str(path))
+    await send_envelopes(
+        deployment.bootstrap,
+        deployment.topic("workflow.events"),
+        [
+            envelope("workflow.start", "t-1", {"workflow": "ticket"}),
+            envelope("workflow.transition", "t-1", {"to": "closed"}),
+        ],
+    )
+
+    body = item_when(f"{worker.url}/v1/workflows/t-1", lambda b: b["version"] == 2)
+
+    assert (body["state"], body["condition"]) == ("closed", "completed")
