@@ -14,6 +14,7 @@ class Metrics:
     deadlettered: Counter[str] = field(default_factory=Counter)  # by reason
     duplicates: Counter[str] = field(default_factory=Counter)  # by event type
     rerouted: int = 0
+    replayed: int = 0  # records seen again after a crash, their change written again
 
     def render(self) -> str:
         lines = [
@@ -44,6 +45,9 @@ class Metrics:
             "# HELP statekeeper_events_rerouted_total Events re-sent under their envelope key.",
             "# TYPE statekeeper_events_rerouted_total counter",
             f"statekeeper_events_rerouted_total {self.rerouted}",
+            "# HELP statekeeper_events_replayed_total Records re-processed after a crash.",
+            "# TYPE statekeeper_events_replayed_total counter",
+            f"statekeeper_events_replayed_total {self.replayed}",
         ]
         return "\n".join(lines) + "\n"
 

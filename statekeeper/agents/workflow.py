@@ -14,12 +14,14 @@ import logging
 import time
 from typing import Any
 
+from faust import current_event
 from faust.types import EventT
 
 from statekeeper import codec
 from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.app import app
+from statekeeper.metrics import metrics
 from statekeeper.stores.definitions import WorkflowDefinition
 from statekeeper.stores.scan import active_partitions, scan_range
 from statekeeper.stores.tables import (
@@ -33,6 +35,7 @@ from statekeeper.stores.workflow import (
     Change,
     Counts,
     Item,
+    Replay,
     apply_event,
     counts_key,
     deadline_key,
@@ -61,11 +64,43 @@ async def handle_item_event(envelope: Envelope) -> bool:
     before = Item.from_bytes(stored) if stored is not None else None
     workflow = before.workflow if before is not None else envelope.data.get("workflow")
     definition = await lookup(envelope.tenant, workflow) if isinstance(workflow, str) else None
-    change = apply_event(before, envelope, definition, _now_ms())
+    event = current_event()
+    offset = event.message.offset if event is not None else -1
+    change = apply_event(before, envelope, definition, _now_ms(), offset)
     if change is None:
+        return False
+    if isinstance(change, Replay):
+        assert before is not None
+        await replay_change(key, before, change.version)
         return False
     await record_change(key, before, change, definition)
     return True
+
+
+async def replay_change(key: bytes, item: Item, version: int) -> None:
+    """Write again what a change wrote, after a crash may have lost part of it.
+
+    RocksDB is written at once but its changelog records and the status record are
+    acknowledged later, so a record replayed after a crash finds its change applied
+    locally yet perhaps missing downstream. Rewriting the same bytes is idempotent; the
+    status record may therefore appear twice (same key and version), never not at all.
+    """
+    history_entry = workflow_history.get(history_key(key, version))
+    if history_entry is None:
+        return
+    workflow_items[key] = item.to_bytes()
+    workflow_history[history_key(key, version)] = history_entry
+    counter_key = counts_key(item.tenant, item.workflow)
+    current_counts = workflow_counts.get(counter_key)
+    if current_counts is not None:
+        workflow_counts[counter_key] = current_counts
+    if item.deadline is not None:
+        entry = deadline_key(item.deadline, key)
+        current_deadline = workflow_deadlines.get(entry)
+        if current_deadline is not None:
+            workflow_deadlines[entry] = current_deadline
+    metrics.replayed += 1
+    await status_topic.send(key=key, value=history_entry)
 
 
 async def record_change(

@@ -16,7 +16,7 @@ from statekeeper.topics.envelope import Envelope
 from statekeeper.topics.rejections import Reason, Rejected
 
 STORE_VERSION = 1
-RECENT_IDS = 32  # event ids remembered per item, so a redelivery has no effect
+RECENT_IDS = 32  # (event id, source offset) remembered per item, see apply_event
 MAX_ATTRS = 64
 MAX_ATTR_TEXT = 1024
 MAX_NOTE_TEXT = 2048
@@ -50,7 +50,7 @@ class Item:
     updated_at: int
     attrs: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
-    recent_ids: tuple[str, ...] = ()
+    recent: tuple[tuple[str, int], ...] = ()  # last applied (event id, source offset)
     deadline: int | None = None  # ms: when this item becomes stuck in its state (SLA)
 
     def to_bytes(self) -> bytes:
@@ -63,7 +63,7 @@ class Item:
         if stored[0] != STORE_VERSION:
             raise ValueError(f"stored item has schema version {stored[0]}")
         values = dict(zip(_ITEM_FIELDS, stored[1:], strict=True))
-        values["recent_ids"] = tuple(values["recent_ids"])
+        values["recent"] = tuple((event_id, offset) for event_id, offset in values["recent"])
         return cls(**values)
 
     def public(self) -> dict[str, Any]:
@@ -96,19 +96,43 @@ class Change:
     status: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The same record (id and source offset) processed again after a crash.
+
+    Its change may have reached RocksDB but not the changelog or the status topic, so
+    the agent writes the change's rows and status record again (idempotent rewrites).
+    """
+
+    version: int
+
+
 def apply_event(
-    item: Item | None, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change | None:
-    """Apply one item event; None means a redelivery (no effect, no status record)."""
-    if item is not None and event.id in item.recent_ids:
-        return None
+    item: Item | None,
+    event: Envelope,
+    definition: WorkflowDefinition | None,
+    now_ms: int,
+    offset: int = -1,
+) -> Change | Replay | None:
+    """Apply one item event read at source ``offset``.
+
+    Returns the change; a :class:`Replay` for a record processed before (same id, same
+    offset); or None for a redelivery of an applied event (same id, another offset),
+    which has no effect at all.
+    """
+    if item is not None:
+        for position, (seen_id, seen_offset) in enumerate(reversed(item.recent)):
+            if seen_id == event.id:
+                return Replay(item.version - position) if seen_offset == offset else None
     if event.type == "workflow.start":
-        return _start(item, event, definition, now_ms)
-    if item is None:
+        change = _start(item, event, definition, now_ms)
+    elif item is None:
         raise Rejected(Reason.UNKNOWN_ITEM, f"no item {event.key!r}; send workflow.start first")
-    _check_expected_version(item, event)
-    handler = _HANDLERS[event.type]
-    return handler(item, event, definition, now_ms)
+    else:
+        _check_expected_version(item, event)
+        change = _HANDLERS[event.type](item, event, definition, now_ms)
+    recent = (*change.item.recent, (event.id, offset))[-RECENT_IDS:]
+    return Change(replace(change.item, recent=recent), change.status)
 
 
 def _start(
@@ -134,7 +158,6 @@ def _start(
         entered_at=now_ms,
         updated_at=now_ms,
         attrs=attrs,
-        recent_ids=(event.id,),
     )
     return Change(started, _status(started, event, None, now_ms))
 
@@ -217,8 +240,7 @@ _HANDLERS = {
 
 
 def _advance(item: Item, event: Envelope, now_ms: int, **changes: Any) -> Item:
-    recent = (*item.recent_ids, event.id)[-RECENT_IDS:]
-    return replace(item, version=item.version + 1, updated_at=now_ms, recent_ids=recent, **changes)
+    return replace(item, version=item.version + 1, updated_at=now_ms, **changes)
 
 
 def _require(definition: WorkflowDefinition | None, item: Item) -> WorkflowDefinition:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from statekeeper.stores.definitions import parse_definition
-from statekeeper.stores.workflow import Item, apply_event
+from statekeeper.stores.workflow import Change, Item, Replay, apply_event
 from statekeeper.topics.envelope import Envelope
 from statekeeper.topics.rejections import Reason, Rejected
 
@@ -32,8 +32,8 @@ def event(event_type: str, **data: Any) -> Envelope:
 
 
 def run(item: Item | None, ev: Envelope) -> Item:
-    change = apply_event(item, ev, INVOICE, now_ms=1000)
-    assert change is not None
+    change = apply_event(item, ev, INVOICE, now_ms=1000, offset=next(_ids))
+    assert isinstance(change, Change)
     return change.item
 
 
@@ -64,7 +64,7 @@ def test_status_record_names_both_states() -> None:
     change = apply_event(
         started(), event("workflow.transition", to="sent", actor="ann"), INVOICE, now_ms=5
     )
-    assert change is not None
+    assert isinstance(change, Change)
     assert (change.status["from"], change.status["to"], change.status["actor"]) == (
         "draft",
         "sent",
@@ -91,10 +91,18 @@ def test_failed_item_resumes_where_it_stopped() -> None:
 
 
 def test_redelivery_has_no_effect() -> None:
-    item = started()
     move = event("workflow.transition", to="sent")
-    moved = run(item, move)
-    assert apply_event(moved, move, INVOICE, now_ms=2000) is None
+    moved = apply_event(started(), move, INVOICE, now_ms=1000, offset=7)
+    assert isinstance(moved, Change)
+    assert apply_event(moved.item, move, INVOICE, now_ms=2000, offset=9) is None
+
+
+def test_same_record_again_is_a_replay_of_its_version() -> None:
+    move = event("workflow.transition", to="sent")
+    moved = apply_event(started(), move, INVOICE, now_ms=1000, offset=7)
+    assert isinstance(moved, Change)
+    later = run(moved.item, event("workflow.annotate", attrs={"a": 1}))
+    assert apply_event(later, move, INVOICE, now_ms=2000, offset=7) == Replay(version=2)
 
 
 @pytest.mark.parametrize(
