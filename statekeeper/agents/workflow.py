@@ -100,6 +100,7 @@ async def replay_change(key: bytes, item: Item, version: int) -> None:
         if current_deadline is not None:
             workflow_deadlines[entry] = current_deadline
     metrics.replayed += 1
+    logger.info("replayed %r version %d after a restart", key, version)
     await status_topic.send(key=key, value=history_entry)
 
 

@@ -45,12 +45,22 @@ async def produce(
 
 
 async def send_envelopes(bootstrap: str, topic: str, envelopes: list[dict[str, Any]]) -> None:
-    """Send envelopes under their contract keys ``{tenant}/{key}``."""
-    await produce(
-        bootstrap,
-        topic,
-        [(f"{e['tenant']}/{e['key']}".encode(), pack(e)) for e in envelopes],
-    )
+    """Send envelopes under their contract keys ``{tenant}/{key}``, in order, batched.
+
+    One producer keeps per-partition order, so per-item order holds without waiting for
+    each acknowledgement; all are acknowledged before this returns.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        pending = [
+            await producer.send(topic, key=f"{e['tenant']}/{e['key']}".encode(), value=pack(e))
+            for e in envelopes
+        ]
+        for delivery in pending:
+            await delivery
+    finally:
+        await producer.stop()
 
 
 async def read_topic(
