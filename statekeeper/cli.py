@@ -26,6 +26,9 @@ def _worker(_: argparse.Namespace) -> int:
         )
     sys.stdout.flush()
     worker = Worker(app, loglevel=settings.log_level)
+    # faust's terminal spinner sets the root logger to DEBUG (to spin on every record), so
+    # every debug call in faust and aiokafka builds a LogRecord: ~8% of the worker's time.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

@@ -1,0 +1,277 @@
+"""Workflow transitions per second, latency at a fixed offered load, point queries under load.
+
+Run: ``make bench`` (or ``.venv/bin/python -m bench.workflow``). Writes
+``bench/results/workflow.json``. Each figure is measured in the same run, on the same broker,
+as the raw aiokafka consume-decode-produce loop (the ceiling for a Python worker here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.common import (
+    API_KEY,
+    Deployment,
+    bring_up,
+    cpu_seconds,
+    git_revision,
+    rss_mb,
+    save,
+    total_records,
+)
+
+FLOW = {
+    "states": ["draft", "sent"],
+    "initial": "draft",
+    "terminal": [],
+    "transitions": [["draft", "sent"], ["sent", "draft"]],
+}
+PARTITIONS = 8
+
+
+def envelope(kind: str, key: str, data: dict[str, Any], ts: int | None = None) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "id": uuid.uuid4().hex,
+        "type": kind,
+        "tenant": "acme",
+        "key": key,
+        "ts": ts if ts is not None else int(time.time() * 1000),
+        "data": data,
+    }
+
+
+def backlog(items: int, moves: int) -> list[tuple[bytes, bytes]]:
+    """``items`` starts, then ``moves`` legal transitions each, interleaved across items."""
+    records = []
+    for round_ in range(moves + 1):
+        for n in range(items):
+            key = f"item-{n}"
+            if round_ == 0:
+                event = envelope("workflow.start", key, {"workflow": "flow"})
+            else:
+                event = envelope("workflow.transition", key, {"to": "sent" if round_ % 2 else "draft"})
+            records.append((f"acme/{key}".encode(), msgpack.packb(event)))
+    return records
+
+
+async def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=256 * 1024)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(records) / (time.monotonic() - started)
+
+
+async def create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def raw_baseline(bootstrap: str, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """getmany -> decode -> status record -> per-partition batches -> commit; no per-record await."""
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"raw-{run}-in", f"raw-{run}-out"
+    await create_topics(bootstrap, [source, sink])
+    await produce_all(bootstrap, source, records)
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=f"raw-{run}",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 * 2**20,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    done, started, cpu0 = 0, None, time.process_time()
+    try:
+        while done < len(records):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            started = started or time.monotonic()
+            sends = []
+            for tp, messages in batch.items():
+                out = producer.create_batch()
+                for message in messages:
+                    event = msgpack.unpackb(message.value)
+                    status = {"v": 1, "key": event["key"], "to": event["type"], "event_id": event["id"]}
+                    if out.append(key=message.key, value=msgpack.packb(status), timestamp=None) is None:
+                        sends.append(await producer.send_batch(out, sink, partition=tp.partition))
+                        out = producer.create_batch()
+                        out.append(key=message.key, value=msgpack.packb(status), timestamp=None)
+                    done += 1
+                sends.append(await producer.send_batch(out, sink, partition=tp.partition))
+            await asyncio.gather(*sends)
+            await consumer.commit()
+        elapsed = time.monotonic() - (started or time.monotonic())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {
+        "events": done,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(done / elapsed),
+        "events_per_cpu_s": round(done / (time.process_time() - cpu0)),
+    }
+
+
+async def ours_throughput(dep: Deployment, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """Backlog produced while the worker is stopped; then time until every status is out."""
+    worker = dep.start()
+    await produce_all(dep.bootstrap, dep.topic("workflow.definitions"),
+                      [(b"acme/flow", msgpack.packb(envelope("workflow.define", "flow", FLOW)))])
+    await asyncio.sleep(1)
+    worker.stop()
+    await produce_all(dep.bootstrap, dep.topic("workflow.events"), records)
+    worker = dep.start()
+    assert worker.process is not None
+    pid = worker.process.pid
+    cpu0, started = cpu_seconds(pid), time.monotonic()
+    status_topic = dep.topic("workflow.status")
+    while (done := await total_records(dep.bootstrap, status_topic, PARTITIONS)) < len(records):
+        await asyncio.sleep(0.2)
+        if time.monotonic() - started > 900:
+            raise TimeoutError(f"only {done} of {len(records)} status records after 900 s")
+    elapsed = time.monotonic() - started
+    result = {
+        "events": len(records),
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(len(records) / elapsed),
+        "events_per_cpu_s": round(len(records) / (cpu_seconds(pid) - cpu0)),
+        "worker_rss_mb": round(rss_mb(pid), 1),
+    }
+    worker.stop()
+    return result
+
+
+async def latency_under_load(
+    dep: Deployment, rate: int, seconds: float, items: int
+) -> dict[str, Any]:
+    """Open loop: events are due at fixed times; latency counts from the due time."""
+    worker = dep.start()
+    status_topic = dep.topic("workflow.status")
+    consumer = AIOKafkaConsumer(status_topic, bootstrap_servers=dep.bootstrap, group_id=None,
+                                auto_offset_reset="latest")
+    await consumer.start()
+    await asyncio.sleep(1)
+    latencies: list[float] = []
+    query_latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def collect() -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time() * 1000
+            for messages in batch.values():
+                latencies.extend(now - msgpack.unpackb(m.value)["event_ts"] for m in messages)
+
+    async def queries() -> None:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            while not stop.is_set():
+                key = f"item-{random.randrange(items)}"
+                began = time.perf_counter()
+                async with http.get(f"{worker.url}/v1/workflows/{key}") as reply:
+                    await reply.read()
+                query_latencies.append((time.perf_counter() - began) * 1000)
+                await asyncio.sleep(0.002)
+
+    collector = asyncio.create_task(collect())
+    querier = asyncio.create_task(queries())
+    producer = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, linger_ms=1)
+    await producer.start()
+    sent, begin = 0, time.time()
+    toggles: dict[int, int] = {}
+    while (elapsed := time.time() - begin) < seconds:
+        due = int(elapsed * rate)
+        while sent < due:
+            n = sent % items
+            toggles[n] = toggles.get(n, 0) + 1
+            target = "sent" if toggles[n] % 2 else "draft"
+            due_ms = int((begin + sent / rate) * 1000)
+            event = envelope("workflow.transition", f"item-{n}", {"to": target}, ts=due_ms)
+            await producer.send(status_topic.replace("workflow.status", "workflow.events"),
+                                key=f"acme/item-{n}".encode(), value=msgpack.packb(event))
+            sent += 1
+        await asyncio.sleep(0.001)
+    await producer.flush()
+    await asyncio.sleep(3)
+    stop.set()
+    await asyncio.gather(collector, querier)
+    await producer.stop()
+    await consumer.stop()
+    worker.stop()
+    return {
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "sent": sent,
+        "status_received": len(latencies),
+        "latency_ms": percentiles(latencies),
+        "point_query": {"requests": len(query_latencies), "latency_ms": percentiles(query_latencies)},
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": round(ordered[-1], 2),
+            "mean": round(statistics.fmean(ordered), 2)}
+
+
+async def main(items: int, moves: int, rates: list[int], seconds: float) -> None:
+    bootstrap, redis_url = bring_up()
+    records = backlog(items, moves)
+    root = Path(tempfile.mkdtemp(prefix="sk-bench-"))
+    print(f"bench: {len(records)} events, raw aiokafka baseline…", flush=True)
+    baseline = await raw_baseline(bootstrap, records)
+    print(f"  raw: {baseline['events_per_s']} events/s", flush=True)
+    dep = Deployment(bootstrap, redis_url, root / "throughput")
+    try:
+        print("bench: statekeeper worker on the same backlog…", flush=True)
+        ours = await ours_throughput(dep, records)
+        print(f"  ours: {ours['events_per_s']} events/s", flush=True)
+        loads = []
+        for rate in rates:
+            print(f"bench: open-loop {rate} events/s for {seconds:.0f} s with point queries…", flush=True)
+            loads.append(await latency_under_load(dep, rate, seconds, items))
+            print(f"  latency {loads[-1]['latency_ms']}", flush=True)
+    finally:
+        dep.close()
+    result = {
+        "revision": git_revision(),
+        "raw_aiokafka": baseline,
+        "statekeeper": ours,
+        "ratio_to_raw": round(ours["events_per_s"] / baseline["events_per_s"], 3),
+        "under_load": loads,
+    }
+    print(f"bench: wrote {save('workflow', result)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--moves", type=int, default=3)
+    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--seconds", type=float, default=15)
+    args = parser.parse_args()
+    asyncio.run(main(args.items, args.moves, args.rates, args.seconds))
