@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> StatekeeperApp:
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        producer_linger_ms=2,
+        producer_linger_ms=10,
         table_cleanup_interval=5.0,
     )
 
