@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import Any
 
 from faust import current_event
 from faust.types import EventT
 
 from statekeeper import codec
+from statekeeper.agents.clock import PartitionClock, now_ms
 from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.app import app
 from statekeeper.metrics import metrics
+from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.definitions import WorkflowDefinition
-from statekeeper.stores.scan import active_partitions, scan_range
 from statekeeper.stores.tables import (
     workflow_counts,
     workflow_deadlines,
@@ -38,7 +38,6 @@ from statekeeper.stores.workflow import (
     Replay,
     apply_event,
     counts_key,
-    deadline_key,
     history_key,
     sla_deadline,
 )
@@ -47,14 +46,8 @@ from statekeeper.topics.envelope import Envelope
 logger = logging.getLogger(__name__)
 
 events_name = app.topic_names.workflow_events
-ticks_name = app.topic_names.workflow_ticks(app.settings.app_id)
 status_topic = app.topic(app.topic_names.workflow_status)
 notices_topic = app.topic(app.topic_names.lifecycle_notices)
-ticks_topic = app.topic(ticks_name)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def handle_item_event(envelope: Envelope) -> bool:
@@ -66,7 +59,7 @@ async def handle_item_event(envelope: Envelope) -> bool:
     definition = await lookup(envelope.tenant, workflow) if isinstance(workflow, str) else None
     event = current_event()
     offset = event.message.offset if event is not None else -1
-    change = apply_event(before, envelope, definition, _now_ms(), offset)
+    change = apply_event(before, envelope, definition, now_ms(), offset)
     if change is None:
         return False
     if isinstance(change, Replay):
@@ -127,20 +120,17 @@ async def record_change(
 
 async def handle_tick(event: EventT) -> None:
     """Emit one ``workflow.stuck`` notice per item and state whose SLA has passed."""
-    partition = event.message.partition
-    now = _now_ms()
-    due = list(scan_range(workflow_deadlines, partition, b"", deadline_key(now + 1, b"")))
-    for deadline_entry, value in due:
-        state, notified = codec.unpack(value)
+    now = now_ms()
+    for entry in due(workflow_deadlines, event.message.partition, now):
+        state, notified = codec.unpack(entry.value)
         if notified:
             continue
-        record_key = deadline_entry[8:]
-        stored = workflow_items.get(record_key)
+        stored = workflow_items.get(entry.record_key)
         if stored is None:
             continue
         item = Item.from_bytes(stored)
-        await notices_topic.send(key=record_key, value=codec.pack(stuck_notice(item, now)))
-        workflow_deadlines[deadline_entry] = codec.pack([state, True])
+        await notices_topic.send(key=entry.record_key, value=codec.pack(stuck_notice(item, now)))
+        workflow_deadlines[entry.index_key] = codec.pack([state, True])
 
 
 def stuck_notice(item: Item, now: int) -> dict[str, Any]:
@@ -162,22 +152,15 @@ def stuck_notice(item: Item, now: int) -> dict[str, Any]:
 pipeline = EventPipeline(app, events_name, ITEM_TYPES, handle_item_event)
 
 
-@app.agent(app.topic(events_name, ticks_name))
+clock = PartitionClock("workflow", workflow_items, app.settings.sla_check_interval_s)
+
+
+@app.agent(app.topic(events_name, clock.name))
 async def workflow_events(stream):  # type: ignore[no-untyped-def]
     """Apply item lifecycle commands in per-item order; check SLAs on each tick."""
     await registry.caught_up.wait()
     async for event in stream.events():
-        if event.message.topic == ticks_name:
+        if clock.is_tick(event):
             await handle_tick(event)
         else:
             await pipeline.process(event)
-
-
-@app.timer(interval=app.settings.sla_check_interval_s)
-async def send_ticks() -> None:
-    """One tick per owned partition, so its agent checks SLA deadlines in-stream."""
-    if not app.is_ready():
-        return
-    tick = codec.pack({"v": 1, "ts": _now_ms()})
-    for partition in sorted(active_partitions(app, workflow_items)):
-        await ticks_topic.send(value=tick, partition=partition)

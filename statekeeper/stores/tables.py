@@ -21,7 +21,8 @@ from faust.types import TableT
 from statekeeper.app import app
 
 
-def _bytes_table(name: str, help_text: str) -> TableT:
+def bytes_table(name: str, help_text: str) -> TableT:
+    """A RocksDB table of raw bytes, co-partitioned with the input topics, bounded memory."""
     return app.Table(
         name,
         default=None,
@@ -33,7 +34,7 @@ def _bytes_table(name: str, help_text: str) -> TableT:
     )
 
 
-workflow_items = _bytes_table("workflow-items", "current state of every workflow item")
-workflow_history = _bytes_table("workflow-history", "every applied change, per item")
-workflow_counts = _bytes_table("workflow-counts", "items by state and condition, per partition")
-workflow_deadlines = _bytes_table("workflow-deadlines", "SLA deadlines of items in a state")
+workflow_items = bytes_table("workflow-items", "current state of every workflow item")
+workflow_history = bytes_table("workflow-history", "every applied change, per item")
+workflow_counts = bytes_table("workflow-counts", "items by state and condition, per partition")
+workflow_deadlines = bytes_table("workflow-deadlines", "SLA deadlines of items in a state")

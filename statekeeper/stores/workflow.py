@@ -324,10 +324,6 @@ def counts_key(tenant: str, workflow: str) -> bytes:
     return f"{tenant}\x00{workflow}".encode()
 
 
-def deadline_key(deadline_ms: int, record_key: bytes) -> bytes:
-    return deadline_ms.to_bytes(8, "big") + record_key
-
-
 @dataclass(slots=True)
 class Counts:
     """Items of one workflow in one partition, by state and by condition."""

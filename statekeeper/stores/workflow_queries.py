@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from statekeeper import codec
-from statekeeper.stores.scan import get_in_partition, scan_prefix, scan_range
+from statekeeper.stores.deadlines import iter_due
+from statekeeper.stores.scan import get_in_partition, scan_prefix
 from statekeeper.stores.tables import (
     workflow_counts,
     workflow_deadlines,
     workflow_history,
     workflow_items,
 )
-from statekeeper.stores.workflow import Counts, Item, deadline_key, history_prefix
+from statekeeper.stores.workflow import Counts, Item, history_prefix
 
 SCAN_BUDGET = 20_000  # items examined per partition per request, so a page stays fast
 
@@ -105,11 +106,10 @@ def stuck(tenant: str, partitions: list[int], workflow: str | None, now: int) ->
     found: list[dict[str, Any]] = []
     own = f"{tenant}/".encode()
     for partition in partitions:
-        for entry, _ in scan_range(workflow_deadlines, partition, b"", deadline_key(now + 1, b"")):
-            record_key = entry[8:]
-            if not record_key.startswith(own):
+        for entry in iter_due(workflow_deadlines, partition, now):
+            if not entry.record_key.startswith(own):
                 continue
-            stored = get_in_partition(workflow_items, partition, record_key)
+            stored = get_in_partition(workflow_items, partition, entry.record_key)
             if stored is None:
                 continue
             item = Item.from_bytes(stored)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+TICKING_PATTERNS = ("workflow", "session", "conversation", "resource")
+"""Patterns with deadlines, each with an internal tick topic (``agents/clock.py``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
@@ -50,9 +53,9 @@ class TopicNames:
         """Internal compacted topic of validated definitions, read whole by every worker."""
         return f"{self.prefix}{app_id}-workflow-definitions-accepted"
 
-    def workflow_ticks(self, app_id: str) -> str:
-        """Internal topic of clock ticks, co-partitioned with the workflow events."""
-        return f"{self.prefix}{app_id}-workflow-ticks"
+    def ticks(self, app_id: str, pattern: str) -> str:
+        """Internal topic of clock ticks, co-partitioned with ``pattern``'s input topic."""
+        return f"{self.prefix}{app_id}-{pattern}-ticks"
 
     def inputs(self) -> tuple[str, ...]:
         return (
