@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 from collections import Counter
@@ -140,9 +139,11 @@ async def test_sigkill_mid_run_loses_nothing_and_doubles_nothing(deployment: Dep
     worker.stop()
     await send_envelopes(deployment.bootstrap, deployment.topic("workflow.events"), stream)
     worker = deployment.start()
-    for delay in (0.7, 0.4):  # crash twice while it works through the backlog
-        await asyncio.sleep(delay)
-        assert 0 < _progress(worker) < len(stream), "the crash must land mid-run"
+    for _ in range(2):  # crash twice while it works through the backlog
+        # Kill as soon as the worker has applied something: a fixed sleep lands before the
+        # first record on a slow machine and after the last on a fast one.
+        wait_for(lambda w=worker: _progress(w) > 0, timeout=60, interval=0.02)
+        assert _progress(worker) < len(stream), "the crash must land mid-run"
         worker.kill()
         worker = deployment.start()
 
