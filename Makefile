@@ -50,3 +50,6 @@ infra-status: $(STAMP)
 
 clean: infra-down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+bench: deps
+	$(BIN)/python -m bench.workflow
