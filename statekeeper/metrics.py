@@ -2,8 +2,56 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+
+@dataclass
+class CacheMetrics:
+    """The Redis cache (``stores/cache.py``): outcomes by computation name, latency sums."""
+
+    hits: Counter[str] = field(default_factory=Counter)
+    misses: Counter[str] = field(default_factory=Counter)
+    stale: Counter[str] = field(default_factory=Counter)  # stale values served
+    bypasses: Counter[str] = field(default_factory=Counter)  # answered without Redis
+    computations: Counter[str] = field(default_factory=Counter)
+    compute_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    latency_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    latency_count: Counter[str] = field(default_factory=Counter)  # by status
+    redis_errors: int = 0
+    invalidations: int = 0  # tags invalidated (after debouncing)
+    available: bool = True  # False while the circuit breaker is open
+
+    def render_lines(self) -> list[str]:
+        lines: list[str] = []
+        counters: tuple[tuple[str, Mapping[str, float], str], ...] = (
+            ("hits", self.hits, "Cached values served fresh."),
+            ("misses", self.misses, "Requests that waited for a computation."),
+            ("stale", self.stale, "Stale values served while one refresh ran."),
+            ("bypasses", self.bypasses, "Requests computed directly: Redis unavailable."),
+            ("computations", self.computations, "Computations run by this process."),
+            ("compute_seconds", self.compute_seconds, "Time spent computing."),
+        )
+        for name, counter, help_text in counters:
+            metric = f"statekeeper_cache_{name}_total"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            lines += [f'{metric}{{name="{n}"}} {v:g}' for n, v in sorted(counter.items())]
+        metric = "statekeeper_cache_latency_seconds"
+        lines += [f"# HELP {metric} get_or_compute latency by outcome.", f"# TYPE {metric} summary"]
+        for status in sorted(self.latency_count):
+            lines.append(f'{metric}_sum{{status="{status}"}} {self.latency_seconds[status]:g}')
+            lines.append(f'{metric}_count{{status="{status}"}} {self.latency_count[status]}')
+        lines += [
+            "# TYPE statekeeper_cache_redis_errors_total counter",
+            f"statekeeper_cache_redis_errors_total {self.redis_errors}",
+            "# TYPE statekeeper_cache_invalidations_total counter",
+            f"statekeeper_cache_invalidations_total {self.invalidations}",
+            "# HELP statekeeper_cache_available 0 while Redis is bypassed (circuit open).",
+            "# TYPE statekeeper_cache_available gauge",
+            f"statekeeper_cache_available {1 if self.available else 0}",
+        ]
+        return lines
 
 
 @dataclass
@@ -15,6 +63,7 @@ class Metrics:
     duplicates: Counter[str] = field(default_factory=Counter)  # by event type
     rerouted: int = 0
     replayed: int = 0  # records seen again after a crash, their change written again
+    cache: CacheMetrics = field(default_factory=CacheMetrics)
 
     def render(self) -> str:
         lines = [
@@ -49,6 +98,7 @@ class Metrics:
             "# TYPE statekeeper_events_replayed_total counter",
             f"statekeeper_events_replayed_total {self.replayed}",
         ]
+        lines += self.cache.render_lines()
         return "\n".join(lines) + "\n"
 
 

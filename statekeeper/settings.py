@@ -72,6 +72,24 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_mb: int = Field(default=8, ge=1)
     rocksdb_max_open_files: int = Field(default=256, ge=16)
 
+    # --- caching (stores/cache.py, agents/cache_invalidation.py) ---------------------------
+    cache_ttl_s: float = Field(default=60.0, gt=0, description="default TTL of cached reports")
+    cache_ttl_jitter: float = Field(
+        default=0.1, ge=0, lt=1, description="TTL is shortened by up to this fraction, at random"
+    )
+    cache_stale_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="how long past its TTL a value is served while one refresh runs",
+    )
+    cache_lock_timeout_s: float = Field(
+        default=30.0, gt=0, description="single-flight lock lease; waiters retry after it"
+    )
+    cache_invalidation_debounce_s: float = Field(default=0.25, ge=0)
+    cache_redis_timeout_s: float = Field(default=0.25, gt=0)
+    cache_breaker_retry_s: float = Field(default=3.0, gt=0)
+    cache_redis_max_connections: int = Field(default=32, ge=1)
+
     # --- security ------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(
         default=None,

@@ -9,5 +9,7 @@ def load() -> StatekeeperApp:
     """Import the modules that register agents, tables and views; return the app."""
     from statekeeper.agents import definitions, workflow  # noqa: F401
     from statekeeper.web import cluster, health, workflows  # noqa: F401
+    from statekeeper.agents import cache_invalidation  # noqa: F401
+    from statekeeper.web import reports  # noqa: F401
 
     return app

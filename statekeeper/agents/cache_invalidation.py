@@ -1,0 +1,80 @@
+"""Cached results built from a workflow's state go stale when the workflow changes.
+
+This agent reads ``statekeeper.workflow.status`` (within the app's consumer group, so each
+status record is seen by one worker; the tag tokens it replaces live in Redis, shared by
+all) and invalidates the tag ``workflow:{name}`` of the record's tenant. It writes no
+table. Bursts are debounced per (tenant, tag): the first change invalidates at once, later
+ones within ``STATEKEEPER_CACHE_INVALIDATION_DEBOUNCE_S`` are folded into one invalidation
+at the end of that window, so a change is never later than the window to take effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from statekeeper import codec
+from statekeeper.app import app
+from statekeeper.stores.cache import cache
+
+logger = logging.getLogger(__name__)
+
+Invalidate = Callable[[str, Iterable[str]], Awaitable[None]]
+
+
+class Debouncer:
+    """At most one invalidation per (tenant, tag) per window; none is ever dropped."""
+
+    def __init__(self, window_s: float, invalidate: Invalidate) -> None:
+        self.window_s = window_s
+        self.invalidate = invalidate
+        self._last: dict[tuple[str, str], float] = {}
+        self._scheduled: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def note(self, tenant: str, tag: str) -> None:
+        """A change for ``tag``: invalidate now, or once at the end of the current window."""
+        key = (tenant, tag)
+        if key in self._scheduled:
+            return  # folded into the invalidation already scheduled
+        self._scheduled.add(key)
+        delay = self._last.get(key, -self.window_s) + self.window_s - time.monotonic()
+        task = asyncio.ensure_future(self._fire(key, max(0.0, delay)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire(self, key: tuple[str, str], delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        self._scheduled.discard(key)  # changes from now on need another invalidation
+        now = time.monotonic()
+        self._last[key] = now
+        if len(self._last) > 10_000:
+            self._forget_before(now - self.window_s)
+        tenant, tag = key
+        try:
+            await self.invalidate(tenant, [tag])
+        except Exception:  # Cache.invalidate does not raise; a bug must not stop the agent
+            logger.exception("invalidating %s for %s failed", tag, tenant)
+
+    def _forget_before(self, horizon: float) -> None:
+        self._last = {k: t for k, t in self._last.items() if t >= horizon}
+
+
+debouncer = Debouncer(app.settings.cache_invalidation_debounce_s, cache.invalidate)
+
+
+@app.agent(app.topic(app.topic_names.workflow_status))
+async def cache_invalidation(stream):  # type: ignore[no-untyped-def]
+    """Invalidate ``workflow:{name}`` of the tenant for every status record."""
+    async for value in stream:
+        try:
+            record = codec.unpack(value)
+            tenant, workflow = record["tenant"], record["workflow"]
+        except (codec.DecodeError, KeyError, TypeError):
+            logger.warning("status record without tenant and workflow ignored")
+            continue
+        if isinstance(tenant, str) and isinstance(workflow, str):
+            debouncer.note(tenant, f"workflow:{workflow}")
