@@ -64,6 +64,8 @@ class Metrics:
     rerouted: int = 0
     replayed: int = 0  # records seen again after a crash, their change written again
     cache: CacheMetrics = field(default_factory=CacheMetrics)
+    sessions_started: int = 0
+    sessions_closed: Counter[str] = field(default_factory=Counter)  # by reason
 
     def render(self) -> str:
         lines = [
@@ -99,6 +101,17 @@ class Metrics:
             f"statekeeper_events_replayed_total {self.replayed}",
         ]
         lines += self.cache.render_lines()
+        lines += [
+            "# HELP statekeeper_sessions_started_total Sessions started.",
+            "# TYPE statekeeper_sessions_started_total counter",
+            f"statekeeper_sessions_started_total {self.sessions_started}",
+            "# HELP statekeeper_sessions_closed_total Sessions closed, by reason.",
+            "# TYPE statekeeper_sessions_closed_total counter",
+        ]
+        lines += [
+            f'statekeeper_sessions_closed_total{{reason="{r}"}} {n}'
+            for r, n in sorted(self.sessions_closed.items())
+        ]
         return "\n".join(lines) + "\n"
 
 

@@ -90,6 +90,25 @@ class Settings(BaseSettings):
     cache_breaker_retry_s: float = Field(default=3.0, gt=0)
     cache_redis_max_connections: int = Field(default=32, ge=1)
 
+    # --- session memory (topics/session.py, stores/session.py, agents/session.py) ---------
+    session_check_interval_s: float = Field(
+        default=0.5, gt=0, description="how often each worker closes due sessions"
+    )
+    session_max_fields: int = Field(
+        default=256, ge=1, description="most data fields a session holds"
+    )
+    session_max_bytes: int = Field(
+        default=64 * 1024, ge=256, description="largest session data (msgpack bytes)"
+    )
+    session_closed_retention_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=1,
+        description="how long a closed session id is remembered (its events: session_closed)",
+    )
+    session_expiry_batch: int = Field(
+        default=2000, ge=1, description="most session deadlines handled per partition per tick"
+    )
+
     # --- security ------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(
         default=None,

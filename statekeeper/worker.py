@@ -7,8 +7,8 @@ from statekeeper.app import StatekeeperApp, app
 
 def load() -> StatekeeperApp:
     """Import the modules that register agents, tables and views; return the app."""
-    from statekeeper.agents import definitions, workflow  # noqa: F401
-    from statekeeper.web import cluster, health, workflows  # noqa: F401
+    from statekeeper.agents import definitions, session, workflow  # noqa: F401
+    from statekeeper.web import cluster, health, sessions, workflows  # noqa: F401
     from statekeeper.agents import cache_invalidation  # noqa: F401
     from statekeeper.web import reports  # noqa: F401
 

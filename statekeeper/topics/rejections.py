@@ -21,6 +21,11 @@ class Reason(StrEnum):
     ITEM_EXISTS = "item_exists"
     ILLEGAL_TRANSITION = "illegal_transition"
     VERSION_CONFLICT = "version_conflict"
+    # sessions
+    UNKNOWN_SESSION = "unknown_session"
+    SESSION_EXISTS = "session_exists"
+    SESSION_CLOSED = "session_closed"
+    SESSION_TOO_LARGE = "session_too_large"
     INTERNAL_ERROR = "internal_error"
 
 
