@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> StatekeeperApp:
         web_port=settings.web_port,
         canonical_url=settings.canonical_url,
         web_enabled=True,
+        web_application_options={"client_max_size": settings.max_body_bytes},
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
         broker_commit_interval=1.0,

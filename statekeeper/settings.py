@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,8 +113,8 @@ class Settings(BaseSettings):
     # --- security ------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(
         default=None,
-        description='"tenant:key,tenant2:key2". Unset: a `dev` tenant with a generated key, '
-        "printed at start-up.",
+        description='"tenant:key,tenant2:key2:ro" (`:ro`: read-only). Unset: a `dev` tenant '
+        "with a generated key, printed at start-up.",
     )
 
     @field_validator("topic_prefix")
@@ -145,20 +146,32 @@ class Settings(BaseSettings):
     def canonical_url(self) -> str:
         return self.web_canonical_url or f"http://{self.web_host}:{self.web_port}"
 
-    def tenant_keys(self) -> dict[str, str]:
-        """Map of API key -> tenant parsed from ``api_keys`` (empty when unset)."""
+    def tenant_keys(self) -> dict[str, Grant]:
+        """Map of API key -> its grant, parsed from ``api_keys`` (empty when unset)."""
         if self.api_keys is None:
             return {}
         return parse_api_keys(self.api_keys.get_secret_value())
 
 
-def parse_api_keys(spec: str) -> dict[str, str]:
-    """Parse ``"tenant:key,tenant2:key2"`` into ``{key: tenant}``; errors never echo a key."""
-    keys: dict[str, str] = {}
+class Grant(NamedTuple):
+    """What one API key may do: read (and, unless read-only, write) one tenant's data."""
+
+    tenant: str
+    read_only: bool = False
+
+
+def parse_api_keys(spec: str) -> dict[str, Grant]:
+    """Parse ``"tenant:key,tenant2:key2:ro"`` into ``{key: Grant}``; errors never echo a key.
+
+    A trailing ``:ro`` makes a key read-only: it may query but not ``POST /v1/events``.
+    """
+    keys: dict[str, Grant] = {}
     for position, pair in enumerate(p.strip() for p in spec.split(",")):
         if not pair:
             continue
         tenant, sep, key = pair.partition(":")
+        read_only = key.endswith(":ro")
+        key = key.removesuffix(":ro")
         if not sep or not key:
             raise ConfigError(f"STATEKEEPER_API_KEYS entry {position + 1} is not tenant:key")
         if not _TENANT_RE.match(tenant):
@@ -167,7 +180,7 @@ def parse_api_keys(spec: str) -> dict[str, str]:
             raise ConfigError(
                 f"STATEKEEPER_API_KEYS entry {position + 1}: keys need at least 16 characters"
             )
-        keys[key] = tenant
+        keys[key] = Grant(tenant, read_only)
     return keys
 
 

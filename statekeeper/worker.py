@@ -12,4 +12,6 @@ def load() -> StatekeeperApp:
     from statekeeper.agents import cache_invalidation  # noqa: F401
     from statekeeper.web import reports  # noqa: F401
 
+    from statekeeper.web import events  # noqa: F401
+
     return app

@@ -27,6 +27,12 @@ REROUTED_HEADER = "statekeeper-rerouted"
 Handler = Callable[[Envelope], Awaitable[bool]]
 """Applies one valid event; returns False for a redelivery that had no effect."""
 
+topic_of_type: dict[str, str] = {}
+"""Every event type some pipeline accepts -> its input topic (``POST /v1/events`` uses it)."""
+
+processed_offsets: dict[tuple[str, int], int] = {}
+"""(topic, partition) -> offset of the last record handled (applied or dead-lettered)."""
+
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key``."""
@@ -56,9 +62,15 @@ class EventPipeline:
         self.handler = handler
         self.keyed = keyed
         self.max_bytes = app.settings.max_event_bytes
+        topic_of_type.update(dict.fromkeys(types, topic))
 
     async def process(self, event: EventT) -> None:
         """Handle one record; never raises for bad input."""
+        await self._process(event)
+        message = event.message
+        processed_offsets[(message.topic, message.partition)] = message.offset
+
+    async def _process(self, event: EventT) -> None:
         envelope: Envelope | None = None
         try:
             envelope = decode_envelope(event.value, max_bytes=self.max_bytes, types=self.types)

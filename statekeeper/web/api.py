@@ -11,8 +11,17 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 from yarl import URL
 
+from statekeeper.agents.pipeline import murmur2_partition
 from statekeeper.app import app
+from statekeeper.settings import Grant
 from statekeeper.web.auth import keyring_from
+from statekeeper.web.freshness import (
+    LAG_HEADER,
+    OFFSET_HEADER,
+    PARTITION_HEADER,
+    answered_partition,
+    freshness_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +76,36 @@ def api_view(fun: ViewFun) -> ViewFun:
             response = error_response(view, ApiError(500, "internal", "internal error"))
         headers = response.headers  # type: ignore[attr-defined]
         headers.setdefault(OWNER_HEADER, str(app.conf.canonical_url))
+        partition = answered_partition.get()
+        if partition is not None:  # answered here from one partition: say how fresh it is
+            for name, value in freshness_headers(request.url.path, partition).items():
+                headers.setdefault(name, value)
         return response
 
     return handler
 
 
-def tenant_of(request: Request) -> str:
-    """The tenant whose API key the request carries; 401 otherwise."""
+def grant_of(request: Request) -> Grant:
+    """What the request's API key may do; 401 without a known key."""
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>")
-    tenant = keyring.tenant_for(presented.strip())
-    if tenant is None:
+    grant = keyring.grant_for(presented.strip())
+    if grant is None:
         raise ApiError(401, "unauthorized", "unknown API key")
-    return tenant
+    return grant
+
+
+def tenant_of(request: Request) -> str:
+    """The tenant whose API key the request carries; 401 otherwise."""
+    return grant_of(request).tenant
+
+
+def require_writer(request: Request) -> None:
+    """403 for a read-only key."""
+    if grant_of(request).read_only:
+        raise ApiError(403, "forbidden", "this API key is read-only")
 
 
 async def forward_to_owner(
@@ -99,6 +123,7 @@ async def forward_to_owner(
     except KeyError:
         raise not_ready() from None
     if _same_url(str(owner), app.conf.canonical_url):
+        answered_partition.set(murmur2_partition(key, app.settings.partitions))
         return None
     if request.headers.get(FORWARDED_HEADER):
         raise not_ready()
@@ -119,7 +144,15 @@ async def forward_to_owner(
         raise not_ready() from None
 
 
-_PASSED_HEADERS = ("Retry-After", "X-Cache", OWNER_HEADER)
+_PASSED_HEADERS = (
+    "Retry-After",
+    "X-Cache",
+    "Age",
+    OWNER_HEADER,
+    OFFSET_HEADER,
+    LAG_HEADER,
+    PARTITION_HEADER,
+)
 
 
 def _same_url(left: str, right: Any) -> bool:

@@ -6,9 +6,10 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
-from statekeeper.settings import Settings
+from statekeeper.settings import Grant, Settings
 
 DEV_TENANT = "dev"
 
@@ -18,22 +19,30 @@ def _digest(key: str) -> bytes:
 
 
 class KeyRing:
-    """Maps presented API keys to tenants without keeping the keys themselves."""
+    """Maps presented API keys to their grants without keeping the keys themselves."""
 
-    def __init__(self, keys: dict[str, str]) -> None:
-        self._tenants = [(_digest(key), tenant) for key, tenant in keys.items()]
+    def __init__(self, keys: Mapping[str, Grant | str]) -> None:
+        self._grants = [
+            (_digest(key), grant if isinstance(grant, Grant) else Grant(grant))
+            for key, grant in keys.items()
+        ]
 
-    def tenant_for(self, presented: str) -> str | None:
-        """The tenant of ``presented``, or None; every stored hash is compared."""
+    def grant_for(self, presented: str) -> Grant | None:
+        """The grant of ``presented``, or None; every stored hash is compared."""
         digest = _digest(presented)
         found = None
-        for stored, tenant in self._tenants:
+        for stored, grant in self._grants:
             if hmac.compare_digest(stored, digest):
-                found = tenant
+                found = grant
         return found
 
+    def tenant_for(self, presented: str) -> str | None:
+        """The tenant of ``presented``, or None."""
+        grant = self.grant_for(presented)
+        return None if grant is None else grant.tenant
+
     def __repr__(self) -> str:
-        return f"KeyRing({len(self._tenants)} keys)"
+        return f"KeyRing({len(self._grants)} keys)"
 
 
 def dev_key(var_dir: Path) -> str:

@@ -5,13 +5,24 @@ from __future__ import annotations
 import pytest
 
 from statekeeper.exceptions import ConfigError
-from statekeeper.settings import Settings, parse_api_keys
+from statekeeper.settings import Grant, Settings, parse_api_keys
 from statekeeper.web.auth import KeyRing
 
 
 def test_api_keys_parse_to_tenants() -> None:
     keys = parse_api_keys("acme:aaaaaaaaaaaaaaaa, globex:bbbbbbbbbbbbbbbb")
-    assert keys == {"aaaaaaaaaaaaaaaa": "acme", "bbbbbbbbbbbbbbbb": "globex"}
+    assert keys == {
+        "aaaaaaaaaaaaaaaa": Grant("acme", read_only=False),
+        "bbbbbbbbbbbbbbbb": Grant("globex", read_only=False),
+    }
+
+
+def test_ro_suffix_makes_a_key_read_only() -> None:
+    keys = parse_api_keys("acme:aaaaaaaaaaaaaaaa:ro,acme:bbbbbbbbbbbbbbbb")
+    ring = KeyRing(keys)
+    assert ring.grant_for("aaaaaaaaaaaaaaaa") == Grant("acme", read_only=True)
+    assert ring.grant_for("aaaaaaaaaaaaaaaa:ro") is None  # the suffix is not part of the key
+    assert ring.grant_for("bbbbbbbbbbbbbbbb") == Grant("acme", read_only=False)
 
 
 @pytest.mark.parametrize("spec", ["acme", "Acme:aaaaaaaaaaaaaaaa", "acme:short"])
