@@ -21,6 +21,7 @@ class CacheMetrics:
     latency_count: Counter[str] = field(default_factory=Counter)  # by status
     redis_errors: int = 0
     invalidations: int = 0  # tags invalidated (after debouncing)
+    invalidations_scheduled: int = 0  # debounced invalidations not yet sent
     available: bool = True  # False while the circuit breaker is open
 
     def render_lines(self) -> list[str]:
@@ -47,6 +48,8 @@ class CacheMetrics:
             f"statekeeper_cache_redis_errors_total {self.redis_errors}",
             "# TYPE statekeeper_cache_invalidations_total counter",
             f"statekeeper_cache_invalidations_total {self.invalidations}",
+            "# TYPE statekeeper_cache_invalidations_scheduled gauge",
+            f"statekeeper_cache_invalidations_scheduled {self.invalidations_scheduled}",
             "# HELP statekeeper_cache_available 0 while Redis is bypassed (circuit open).",
             "# TYPE statekeeper_cache_available gauge",
             f"statekeeper_cache_available {1 if self.available else 0}",

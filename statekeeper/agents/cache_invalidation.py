@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from statekeeper import codec
 from statekeeper.app import app
+from statekeeper.metrics import metrics
 from statekeeper.stores.cache import cache
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class Debouncer:
         self._last: dict[tuple[str, str], float] = {}
         self._scheduled: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = 0
 
     def note(self, tenant: str, tag: str) -> None:
         """A change for ``tag``: invalidate now, or once at the end of the current window."""
@@ -40,7 +43,8 @@ class Debouncer:
         if key in self._scheduled:
             return  # folded into the invalidation already scheduled
         self._scheduled.add(key)
-        delay = self._last.get(key, -self.window_s) + self.window_s - time.monotonic()
+        self._report()
+        delay = self._last.get(key, -math.inf) + self.window_s - time.monotonic()
         task = asyncio.ensure_future(self._fire(key, max(0.0, delay)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -49,6 +53,7 @@ class Debouncer:
         if delay:
             await asyncio.sleep(delay)
         self._scheduled.discard(key)  # changes from now on need another invalidation
+        self._sending += 1
         now = time.monotonic()
         self._last[key] = now
         if len(self._last) > 10_000:
@@ -58,6 +63,12 @@ class Debouncer:
             await self.invalidate(tenant, [tag])
         except Exception:  # Cache.invalidate does not raise; a bug must not stop the agent
             logger.exception("invalidating %s for %s failed", tag, tenant)
+        finally:
+            self._sending -= 1
+            self._report()
+
+    def _report(self) -> None:
+        metrics.cache.invalidations_scheduled = len(self._scheduled) + self._sending
 
     def _forget_before(self, horizon: float) -> None:
         self._last = {k: t for k, t in self._last.items() if t >= horizon}
