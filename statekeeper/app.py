@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 
+from statekeeper.connections import faust_credentials
 from statekeeper.settings import Settings, get_settings
 from statekeeper.topics.admin import ensure_topics
 from statekeeper.topics.definitions_file import publish_definitions_file
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> StatekeeperApp:
     return StatekeeperApp(
         settings,
         broker=servers,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         autodiscover=False,
         datadir=str(settings.worker_data_dir),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,11 +32,24 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers. Unset: a local broker on 127.0.0.1 is started "
         "by `statekeeper infra up` / `make run`.",
     )
-    redis_url: str | None = Field(
+    redis_url: SecretStr | None = Field(
         default=None,
         description="Redis URL. Unset: a reachable Redis on 127.0.0.1 is reused, else a local "
         "redis-server is started.",
     )
+    # --- production connections (statekeeper/connections.py) ------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle of the brokers")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="client key")
+    redis_password: SecretStr | None = Field(default=None, description="if not in the URL")
+    redis_ca_file: Path | None = Field(default=None, description="CA of a rediss:// Redis")
+
     local_kafka_port: int = 9092
     local_kafka_controller_port: int = 9093
     local_redis_port: int = 6379
@@ -136,7 +149,9 @@ class Settings(BaseSettings):
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.local_redis_port}/0"
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return f"redis://127.0.0.1:{self.local_redis_port}/0"
 
     @property
     def worker_data_dir(self) -> Path:

@@ -22,6 +22,7 @@ from faust import current_event
 from statekeeper import codec
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.app import app
+from statekeeper.connections import kafka_options
 from statekeeper.stores.definitions import DefinitionRegistry, WorkflowDefinition, parse_definition
 from statekeeper.topics.envelope import Envelope, decode_envelope
 from statekeeper.topics.rejections import Rejected
@@ -69,7 +70,7 @@ class DefinitionFollower:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=app.settings.bootstrap_servers,
+            **kafka_options(app.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

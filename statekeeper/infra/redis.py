@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from statekeeper.connections import redis_options
 from statekeeper.exceptions import InfraError
 from statekeeper.infra.process import port_open, read_pid, spawn, tail, terminate
 from statekeeper.settings import Settings
@@ -25,9 +26,11 @@ def _root(settings: Settings) -> Path:
     return settings.var_dir.resolve() / "redis"
 
 
-def answers_ping(url: str, timeout: float = 1.0) -> bool:
-    """True when the Redis at ``url`` answers PING."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+def answers_ping(url: str, timeout: float = 1.0, **options: Any) -> bool:
+    """True when the Redis at ``url`` answers PING (``options``: password, TLS CA)."""
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, **options
+    )
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -52,7 +55,7 @@ def ensure_running(settings: Settings, say: Any = logger.info) -> str:
     """A Redis URL that answers PING, starting a local redis-server if none is reachable."""
     url = settings.effective_redis_url
     if settings.redis_url:
-        if not answers_ping(url):
+        if not answers_ping(url, **redis_options(settings)):
             raise InfraError("the Redis at STATEKEEPER_REDIS_URL does not answer PING")
         say("redis: using the configured STATEKEEPER_REDIS_URL")
         return url

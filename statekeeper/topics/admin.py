@@ -6,6 +6,7 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from statekeeper.connections import kafka_options
 from statekeeper.exceptions import ConfigError
 from statekeeper.settings import Settings
 from statekeeper.topics.names import TICKING_PATTERNS, TopicNames
@@ -30,9 +31,7 @@ async def ensure_topics(settings: Settings, names: TopicNames) -> None:
     Tables are co-partitioned with their input topics, so a mismatch would put state
     on the wrong worker; failing fast is the only safe answer.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=15000
-    )
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=15000)
     await admin.start()
     try:
         configs = topic_configs(names)

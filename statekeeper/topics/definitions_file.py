@@ -26,6 +26,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from statekeeper import codec
+from statekeeper.connections import kafka_options
 from statekeeper.exceptions import ConfigError
 from statekeeper.settings import Settings
 from statekeeper.stores.definitions import parse_definition
@@ -74,7 +75,7 @@ async def publish_definitions_file(settings: Settings, names: TopicNames) -> int
     if settings.definitions_file is None:
         return 0
     envelopes = read_definitions_file(settings.definitions_file)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer = AIOKafkaProducer(**kafka_options(settings))
     await producer.start()
     try:
         for envelope in envelopes:
