@@ -310,3 +310,47 @@ async def test_random_stream_final_snapshots_match_the_model(deployment: Deploym
         assert (got["data"], got["step"], got["steps_done"], got["version"]) == (
             want["data"], want["step"], want["steps_done"], want["version"],
         ), key  # fmt: skip
+
+
+# --- a crash between notices and tombstones ------------------------------------------------
+
+
+async def first_notice(bootstrap: str, topic: str, timeout: float = 60) -> None:
+    """Return as soon as ``topic`` holds a record (polling, no fixed sleep)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if any((await consumer.getmany(timeout_ms=50)).values()):
+                return
+        raise TimeoutError("no notice")
+    finally:
+        await consumer.stop()
+
+
+async def test_sigkill_while_closing_loses_no_notice(deployment: Deployment) -> None:
+    keys = [f"c-{n}" for n in range(150)]
+    worker = deployment.start()
+    await send(deployment, [envelope("session.start", k, {"user": "u"}) for k in keys])
+    session_when(worker, keys[-1], lambda b: True)
+    await send(deployment, [envelope("session.end", k, {}) for k in keys])
+    notices_topic = deployment.topic("lifecycle.notices")
+
+    await first_notice(deployment.bootstrap, notices_topic)
+    worker.kill()  # closures in flight: notices sent, tombstones and commits perhaps not
+    worker = deployment.start()
+
+    notices = await read_with_time(deployment.bootstrap, notices_topic, until=10**6, timeout=15)
+    copies: dict[str, set[bytes]] = {}
+    for _, notice in notices:
+        copies.setdefault(notice["key"], set()).add(msgpack.packb(notice))
+    assert set(copies) == set(keys)  # none lost
+    assert all(len(versions) == 1 for versions in copies.values())  # repeats are identical
+    assert all(gone(worker, key) for key in keys)
+    late = [envelope("session.update", k, {"data": {"x": 1}}, id=f"late-{k}") for k in keys[:5]]
+    await send(deployment, late)
+    letters = await dead_letters(deployment, until=5)
+    assert letters == {f"late-{k}": "session_closed" for k in keys[:5]}
