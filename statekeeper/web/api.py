@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from statekeeper.web.freshness import (
     answered_partition,
     freshness_headers,
 )
+from statekeeper.web.telemetry import observe_request
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +67,13 @@ ViewFun = Callable[..., Awaitable[Response]]
 def api_view(fun: ViewFun) -> ViewFun:
     """Turn :class:`ApiError` (and any bug) into the contract's JSON error shape."""
 
+    route = fun.__qualname__
+
     @functools.wraps(fun)
     async def handler(view: View, request: Request, **kwargs: Any) -> Response:
+        started = time.perf_counter()
+        # aiohttp serves a keep-alive connection's requests in one task: start clean.
+        answered_partition.set(None)
         try:
             response = await fun(view, request, **kwargs)
         except ApiError as error:
@@ -80,6 +87,8 @@ def api_view(fun: ViewFun) -> ViewFun:
         if partition is not None:  # answered here from one partition: say how fresh it is
             for name, value in freshness_headers(request.url.path, partition).items():
                 headers.setdefault(name, value)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        observe_request(route, request.method, response.status, elapsed_ms)  # type: ignore[attr-defined]
         return response
 
     return handler

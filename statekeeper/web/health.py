@@ -6,6 +6,7 @@ from faust.web import Request, Response, View
 
 from statekeeper.app import app
 from statekeeper.metrics import metrics
+from statekeeper.web import telemetry
 from statekeeper.web.api import RETRY_AFTER_S
 
 
@@ -28,4 +29,5 @@ async def readyz(view: View, request: Request) -> Response:
 async def prometheus(view: View, request: Request) -> Response:
     """Counters in Prometheus text format."""
     ready = f"statekeeper_ready {1 if app.is_ready() else 0}\n"
-    return view.text(metrics.render() + ready, content_type="text/plain; version=0.0.4")
+    body = metrics.render() + telemetry.render() + ready
+    return view.text(body, content_type="text/plain; version=0.0.4")

@@ -60,6 +60,17 @@ async def test_posted_events_are_applied_and_answers_say_how_fresh(deployment: D
         (b"acme/inv-1", 2),
     ]
 
+    _, _, text = http_get(f"{worker.url}/metrics")
+    lines = text.splitlines()
+    posts = 'route="EventsView.post",method="POST",status="202"'
+    assert f"statekeeper_http_request_duration_ms_count{{{posts}}} 2" in lines
+    lags = [line for line in lines if line.startswith("statekeeper_consumer_lag{")]
+    assert lags and all(line.endswith(" 0") for line in lags)
+    items = [
+        line for line in lines if line.startswith('statekeeper_table_keys{table="workflow-items"}')
+    ]
+    assert items and not items[0].endswith(" 0")
+
 
 async def test_bad_posts_are_refused_and_nothing_is_produced(deployment: Deployment) -> None:
     keys = f"acme:{ACME_KEY},globex:{GLOBEX_KEY},acme:{READ_ONLY_KEY}:ro"
