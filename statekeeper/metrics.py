@@ -69,6 +69,9 @@ class Metrics:
     cache: CacheMetrics = field(default_factory=CacheMetrics)
     sessions_started: int = 0
     sessions_closed: Counter[str] = field(default_factory=Counter)  # by reason
+    resources_registered: int = 0
+    resources_ended: Counter[str] = field(default_factory=Counter)  # ttl, idle, released
+    purged: Counter[str] = field(default_factory=Counter)  # by kind (workflow, ...)
 
     def render(self) -> str:
         lines = [
@@ -114,6 +117,25 @@ class Metrics:
         lines += [
             f'statekeeper_sessions_closed_total{{reason="{r}"}} {n}'
             for r, n in sorted(self.sessions_closed.items())
+        ]
+        lines += [
+            "# HELP statekeeper_resources_registered_total Resources registered.",
+            "# TYPE statekeeper_resources_registered_total counter",
+            f"statekeeper_resources_registered_total {self.resources_registered}",
+            "# HELP statekeeper_resources_ended_total Resources ended, by reason (ttl, idle, "
+            "released).",
+            "# TYPE statekeeper_resources_ended_total counter",
+        ]
+        lines += [
+            f'statekeeper_resources_ended_total{{reason="{r}"}} {n}'
+            for r, n in sorted(self.resources_ended.items())
+        ]
+        lines += [
+            "# HELP statekeeper_purged_total Entities purged by retention policies, by kind.",
+            "# TYPE statekeeper_purged_total counter",
+        ]
+        lines += [
+            f'statekeeper_purged_total{{kind="{k}"}} {n}' for k, n in sorted(self.purged.items())
         ]
         return "\n".join(lines) + "\n"
 

@@ -104,6 +104,25 @@ class Settings(BaseSettings):
     cache_breaker_retry_s: float = Field(default=3.0, gt=0)
     cache_redis_max_connections: int = Field(default=32, ge=1)
 
+    # --- lifecycle: resources, expiry, retention (stores/lifecycle.py, stores/retention.py)
+    lifecycle_check_interval_s: float = Field(
+        default=0.5, gt=0, description="how often each worker expires due resources and purges"
+    )
+    lifecycle_batch: int = Field(
+        default=500, ge=1, description="most expiries or purges per partition per tick"
+    )
+    retention: str = Field(
+        default="", description="retention policies per tenant/kind (stores/retention.py)"
+    )
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_parses(cls, value: str) -> str:
+        from statekeeper.stores.retention import parse_retention
+
+        parse_retention(value)  # fail at start, not at the first purge
+        return value
+
     # --- session memory (topics/session.py, stores/session.py, agents/session.py) ---------
     session_check_interval_s: float = Field(
         default=0.5, gt=0, description="how often each worker closes due sessions"
@@ -121,6 +140,41 @@ class Settings(BaseSettings):
     )
     session_expiry_batch: int = Field(
         default=2000, ge=1, description="most session deadlines handled per partition per tick"
+    )
+
+    # --- conversation memory (topics/conversation.py, stores/conversation.py, agents/...) --
+    conversation_token_counter: str = Field(
+        default="statekeeper.stores.tokens:RegexTokenCounter",
+        description="importable class counting tokens of messages sent without `tokens`",
+    )
+    conversation_summarizer: str = Field(
+        default="statekeeper.stores.summary:ExtractiveSummarizer",
+        description="importable class summarizing older turns (stores/summary.py Summarizer)",
+    )
+    conversation_turn_overhead_tokens: int = Field(
+        default=4, ge=0, description="tokens each included turn (and the summary) costs extra"
+    )
+    conversation_relevant_share: float = Field(default=0.25, ge=0, le=0.5)
+    conversation_summary_share: float = Field(default=0.15, ge=0, le=0.5)
+    conversation_summary_ttl_s: float = Field(
+        default=3600.0, gt=0, description="how long a cached summary stays fresh"
+    )
+    conversation_summary_max_turns: int = Field(
+        default=2000, ge=1, description="most older turns one summary reads (the newest ones)"
+    )
+    conversation_max_tokens_per_user: int | None = Field(
+        default=None, ge=1, description="retention by size in tokens, beside STATEKEEPER_RETENTION"
+    )
+    conversation_check_interval_s: float = Field(
+        default=1.0, gt=0, description="how often each worker enforces conversation retention"
+    )
+
+    # --- dashboard (web/dashboard.py) ---------------------------------------------------
+    dashboard_tick_s: float = Field(
+        default=5.0, gt=0, description="how often the dashboard stream sends a snapshot tick"
+    )
+    dashboard_queue_size: int = Field(
+        default=256, ge=1, description="status changes buffered per dashboard; oldest dropped"
     )
 
     # --- security ------------------------------------------------------------------------

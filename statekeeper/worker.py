@@ -12,6 +12,14 @@ def load() -> StatekeeperApp:
     from statekeeper.agents import cache_invalidation  # noqa: F401
     from statekeeper.web import reports  # noqa: F401
 
+    from statekeeper.agents import conversation  # noqa: F401
+    from statekeeper.web import conversations  # noqa: F401
+
+    from statekeeper.agents import lifecycle  # noqa: F401
+    from statekeeper.web import lifecycle as lifecycle_views  # noqa: F401
+
     from statekeeper.web import events  # noqa: F401
+
+    from statekeeper.web import dashboard  # noqa: F401
 
     return app

@@ -20,10 +20,12 @@ from statekeeper import codec
 from statekeeper.agents.clock import PartitionClock, now_ms
 from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
+from statekeeper.agents.workflow_purge import purge_due, schedule
 from statekeeper.app import app
 from statekeeper.metrics import metrics
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.definitions import WorkflowDefinition
+from statekeeper.stores.retention import policy_for
 from statekeeper.stores.tables import (
     workflow_counts,
     workflow_deadlines,
@@ -39,6 +41,7 @@ from statekeeper.stores.workflow import (
     apply_event,
     counts_key,
     history_key,
+    purge_deadline,
     sla_deadline,
 )
 from statekeeper.topics.envelope import Envelope
@@ -92,6 +95,7 @@ async def replay_change(key: bytes, item: Item, version: int) -> None:
         current_deadline = workflow_deadlines.get(entry)
         if current_deadline is not None:
             workflow_deadlines[entry] = current_deadline
+    schedule(key, None, item)
     metrics.replayed += 1
     logger.info("replayed %r version %d after a restart", key, version)
     await status_topic.send(key=key, value=history_entry)
@@ -102,6 +106,8 @@ async def record_change(
 ) -> None:
     """Write every table an applied change touches, then emit its status record."""
     item = dataclasses.replace(change.item, deadline=sla_deadline(change.item, definition))
+    retention = policy_for(item.tenant, "workflow").max_age_ms
+    item = dataclasses.replace(item, purge_at=purge_deadline(before, item, retention))
     workflow_items[key] = item.to_bytes()
     workflow_history[history_key(key, item.version)] = codec.pack(change.status)
     if before is None or (before.state, before.condition) != (item.state, item.condition):
@@ -115,12 +121,14 @@ async def record_change(
             del workflow_deadlines[deadline_key(old_deadline, key)]
         if item.deadline is not None:
             workflow_deadlines[deadline_key(item.deadline, key)] = codec.pack([item.state, False])
+    schedule(key, before, item)
     await status_topic.send(key=key, value=codec.pack(change.status))
 
 
 async def handle_tick(event: EventT) -> None:
-    """Emit one ``workflow.stuck`` notice per item and state whose SLA has passed."""
+    """Emit ``workflow.stuck`` notices for passed SLAs; purge finished items past retention."""
     now = now_ms()
+    await purge_due(event, now)
     for entry in due(workflow_deadlines, event.message.partition, now):
         state, notified = codec.unpack(entry.value)
         if notified:

@@ -12,6 +12,19 @@ one partition's items, history, counts and deadlines together.
 | ``workflow-history`` | ``{tenant}/{item}`` NUL version (8 bytes) | one applied change |
 | ``workflow-counts`` | ``{tenant}`` NUL ``{workflow}`` | this partition's counts |
 | ``workflow-deadlines`` | SLA deadline (8 bytes) ``{tenant}/{item}`` | state and version |
+| ``workflow-retention`` | purge deadline (8 bytes) ``{tenant}/{item}`` | item version |
+
+Lifecycle tables are fed by ``statekeeper.lifecycle.events`` (and its tick topic) the same way:
+
+| table | key | value |
+|---|---|---|
+| ``lifecycle-resources`` | ``{tenant}/{resource}`` | ``lifecycle.Resource`` |
+| ``lifecycle-ended`` | ``{tenant}/{resource}`` | ``lifecycle.Ended`` receipt |
+| ``lifecycle-deadlines`` | deadline (8 bytes) ``{tenant}/{resource}`` | expire (reason) or forget |
+| ``lifecycle-stats`` | ``{tenant}`` NUL ``{kind}`` | ``lifecycle.Stats`` |
+
+Deadline indexes also hold a tick journal under keys starting ``0xFFFF`` (after every
+deadline; :mod:`statekeeper.stores.tick_journal`).
 """
 
 from __future__ import annotations
@@ -38,3 +51,9 @@ workflow_items = bytes_table("workflow-items", "current state of every workflow 
 workflow_history = bytes_table("workflow-history", "every applied change, per item")
 workflow_counts = bytes_table("workflow-counts", "items by state and condition, per partition")
 workflow_deadlines = bytes_table("workflow-deadlines", "SLA deadlines of items in a state")
+workflow_retention = bytes_table("workflow-retention", "purge deadlines of finished items")
+
+lifecycle_resources = bytes_table("lifecycle-resources", "live resources with expiry policies")
+lifecycle_ended = bytes_table("lifecycle-ended", "receipts of ended resources (dedupe, replay)")
+lifecycle_deadlines = bytes_table("lifecycle-deadlines", "resource expiry and receipt deadlines")
+lifecycle_stats = bytes_table("lifecycle-stats", "resources by tenant and kind, per partition")

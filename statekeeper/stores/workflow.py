@@ -52,6 +52,7 @@ class Item:
     error: dict[str, Any] | None = None
     recent: tuple[tuple[str, int], ...] = ()  # last applied (event id, source offset)
     deadline: int | None = None  # ms: when this item becomes stuck in its state (SLA)
+    purge_at: int | None = None  # ms: when this finished item is purged (retention)
 
     def to_bytes(self) -> bytes:
         values = [getattr(self, name) for name in _ITEM_FIELDS]
@@ -62,7 +63,8 @@ class Item:
         stored = codec.unpack(raw)
         if stored[0] != STORE_VERSION:
             raise ValueError(f"stored item has schema version {stored[0]}")
-        values = dict(zip(_ITEM_FIELDS, stored[1:], strict=True))
+        # Rows written before a field was added lack the trailing fields: their defaults.
+        values = dict(zip(_ITEM_FIELDS, stored[1:], strict=False))
         values["recent"] = tuple((event_id, offset) for event_id, offset in values["recent"])
         return cls(**values)
 
@@ -301,6 +303,18 @@ def _status(item: Item, event: Envelope, source: str | None, now_ms: int) -> dic
     return record
 
 
+def purge_deadline(before: Item | None, item: Item, max_age_ms: int | None) -> int | None:
+    """When a finished (completed or cancelled) item is purged; None while it is not.
+
+    Counted from when it finished; later annotations do not move it.
+    """
+    if item.condition not in (COMPLETED, CANCELLED) or max_age_ms is None:
+        return None
+    if before is not None and before.purge_at is not None:
+        return before.purge_at
+    return item.updated_at + max_age_ms
+
+
 def sla_deadline(item: Item, definition: WorkflowDefinition | None) -> int | None:
     """When ``item`` becomes stuck in its current state, or None (no SLA, or finished)."""
     if definition is None or item.condition in (COMPLETED, CANCELLED):
@@ -330,15 +344,18 @@ class Counts:
 
     states: dict[str, int] = field(default_factory=dict)
     conditions: dict[str, int] = field(default_factory=dict)
+    purged: int = 0  # finished items removed by retention, so far
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> Counts:
         if raw is None:
             return cls()
-        states, conditions = codec.unpack(raw)
-        return cls(states, conditions)
+        states, conditions, *purged = codec.unpack(raw)
+        return cls(states, conditions, purged[0] if purged else 0)
 
     def to_bytes(self) -> bytes:
+        if self.purged:
+            return codec.pack([self.states, self.conditions, self.purged])
         return codec.pack([self.states, self.conditions])
 
     def move(self, before: Item | None, after: Item) -> None:
@@ -349,7 +366,14 @@ class Counts:
         _bump(self.states, after.state, 1)
         _bump(self.conditions, after.condition, 1)
 
+    def purge(self, item: Item) -> None:
+        """Account for a finished item removed by retention."""
+        _bump(self.states, item.state, -1)
+        _bump(self.conditions, item.condition, -1)
+        self.purged += 1
+
     def add(self, other: Counts) -> None:
+        self.purged += other.purged
         for state, n in other.states.items():
             _bump(self.states, state, n)
         for condition, n in other.conditions.items():

@@ -21,6 +21,9 @@ class Reason(StrEnum):
     ITEM_EXISTS = "item_exists"
     ILLEGAL_TRANSITION = "illegal_transition"
     VERSION_CONFLICT = "version_conflict"
+    # lifecycle (resources)
+    RESOURCE_EXISTS = "resource_exists"
+    UNKNOWN_RESOURCE = "unknown_resource"
     # sessions
     UNKNOWN_SESSION = "unknown_session"
     SESSION_EXISTS = "session_exists"
