@@ -7,9 +7,10 @@ BM25 (k1 = 1.2, b = 0.75) with the non-negative idf ``ln(1 + (N - df + 0.5) / (d
 
 from __future__ import annotations
 
+import functools
+import heapq
 import math
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,10 +33,18 @@ def terms(text: str) -> list[str]:
     """The searchable terms of ``text``, in order (repeats kept: they are term frequency)."""
     found = []
     for word in _WORDS.findall(text.lower()):
-        if word in STOP_WORDS or word == "_" * len(word):
-            continue
-        found.append(_fold(word))
+        term = _term(word)
+        if term:
+            found.append(term)
     return found
+
+
+@functools.lru_cache(maxsize=65_536)
+def _term(word: str) -> str:
+    """The term a lower-cased word indexes as; empty for stop words (cached: words repeat)."""
+    if word in STOP_WORDS or word == "_" * len(word):
+        return ""
+    return _fold(word)
 
 
 def _fold(word: str) -> str:
@@ -61,7 +70,9 @@ class SearchIndex:
         """Index ``text`` under ``doc`` (replacing what ``doc`` had)."""
         if doc in self.lengths:
             self.remove(doc)
-        counts = Counter(terms(text))
+        counts: dict[str, int] = {}
+        for term in terms(text):
+            counts[term] = counts.get(term, 0) + 1
         for term, tf in counts.items():
             self.postings.setdefault(term, {})[doc] = tf
         length = sum(counts.values())
@@ -103,5 +114,4 @@ class SearchIndex:
                     continue
                 norm = tf + K1 * (1 - B + B * self.lengths[doc] / average)
                 scores[doc] = scores.get(doc, 0.0) + idf * tf * (K1 + 1) / norm
-        ranked = sorted(scores.items(), key=lambda pair: (-pair[1], -pair[0]))
-        return ranked[:limit]
+        return heapq.nsmallest(limit, scores.items(), key=lambda pair: (-pair[1], -pair[0]))
