@@ -315,3 +315,42 @@ async def test_finished_items_are_purged_with_their_history(deployment: Deployme
     assert http_get(f"{worker.url}/v1/workflows/inv-3", ACME_KEY)[0] == 200
     again = await read_notices(deployment, until=3, timeout=4)
     assert len(again) == 2
+
+
+def ended_so_far(worker: WorkerProcess) -> int:
+    """This worker's ``statekeeper_resources_ended_total``, summed over reasons."""
+    status, _, text = http_get(f"{worker.url}/metrics")
+    if status != 200:
+        return 0
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("statekeeper_resources_ended_total{")
+    )
+
+
+async def test_sigkill_during_an_expiry_wave_loses_no_notice(deployment: Deployment) -> None:
+    # A small batch spreads the wave over many ticks, so the crash lands inside it.
+    small_batch = {"STATEKEEPER_LIFECYCLE_BATCH": "10"}
+    worker = deployment.start(**small_batch)
+    count = 1_500
+    registers = [
+        envelope("resource.register", f"w-{n}", {"kind": "wave", "ttl_s": 12, "size_bytes": 1})
+        for n in range(count)
+    ]
+    await send_envelopes(deployment.bootstrap, deployment.topic("lifecycle.events"), registers)
+    stats_when(worker, lambda b: b["total"]["live"] + b["total"]["expired"]["ttl"] == count)
+
+    wait_for(lambda: ended_so_far(worker) > 0, timeout=60, interval=0.02)
+    assert ended_so_far(worker) < count, "the crash must land inside the wave"
+    worker.kill()
+    worker = deployment.start(**small_batch)
+
+    body = stats_when(worker, lambda b: b["total"]["expired"]["ttl"] == count)
+    assert (body["total"]["live"], body["total"]["bytes"]) == (0, 0)
+    notices = await read_notices(deployment, until=count * 2, timeout=10)
+    first: dict[bytes, dict[str, Any]] = {}
+    for notice in notices:
+        assert notice.body == first.setdefault(notice.key, notice.body)  # a repeat is identical
+    assert len(first) == count  # every expiry noticed at least once
+    assert http_get(resource_url(worker, "w-7"), ACME_KEY)[0] == 404
