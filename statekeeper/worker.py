@@ -18,7 +18,7 @@ def load() -> StatekeeperApp:
     from statekeeper.agents import lifecycle  # noqa: F401
     from statekeeper.web import lifecycle as lifecycle_views  # noqa: F401
 
-    from statekeeper.web import events  # noqa: F401
+    from statekeeper.web import events, openapi  # noqa: F401
 
     from statekeeper.web import dashboard  # noqa: F401
 
