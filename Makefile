@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint typecheck infra-up infra-down infra-status bench clean deps
+.PHONY: run test unit integration lint typecheck infra-up infra-down infra-status bench bench-cache clean deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "statekeeper needs Python 3.11")'
@@ -53,3 +53,6 @@ clean: infra-down
 
 bench: deps
 	$(BIN)/python -m bench.workflow
+
+bench-cache: deps
+	$(BIN)/python -m bench.cache

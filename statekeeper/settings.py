@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="single-flight lock lease; waiters retry after it"
     )
     cache_invalidation_debounce_s: float = Field(default=0.25, ge=0)
-    cache_redis_timeout_s: float = Field(default=0.25, gt=0)
+    cache_redis_timeout_s: float = Field(default=0.5, gt=0)
     cache_breaker_retry_s: float = Field(default=3.0, gt=0)
     cache_redis_max_connections: int = Field(default=32, ge=1)
 

@@ -23,7 +23,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from statekeeper.connections import redis_options
 from statekeeper.metrics import metrics
 from statekeeper.settings import Settings, get_settings
 from statekeeper.stores.breaker import CircuitBreaker
@@ -64,14 +65,15 @@ class CacheResult:
 class CacheConfig:
     """The knobs of one :class:`Cache` (from settings, or given by a test or benchmark)."""
 
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     namespace: str
     stale_s: float = 300.0
     ttl_jitter: float = 0.1
     lock_timeout_s: float = 30.0
-    redis_timeout_s: float = 0.25
+    redis_timeout_s: float = 0.5
     breaker_retry_s: float = 3.0
     max_connections: int = 32
+    redis_options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # TLS, password
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CacheConfig:
@@ -84,6 +86,7 @@ class CacheConfig:
             redis_timeout_s=settings.cache_redis_timeout_s,
             breaker_retry_s=settings.cache_breaker_retry_s,
             max_connections=settings.cache_redis_max_connections,
+            redis_options=redis_options(settings),
         )
 
 
@@ -119,6 +122,7 @@ class Cache:
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0),  # fail fast; the breaker decides when to retry
+                **self.config.redis_options,
             )
             self._client = aioredis.Redis.from_pool(pool)
             self._write = self._client.register_script(WRITE_SCRIPT)

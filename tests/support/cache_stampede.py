@@ -18,7 +18,9 @@ from statekeeper.stores.cache import Cache, CacheConfig
 
 async def main(url: str, namespace: str, n: int) -> None:
     counter = aioredis.Redis.from_url(url)
-    cache = Cache(CacheConfig(redis_url=url, namespace=namespace))
+    # A generous timeout: this test is about single flight, not about a slow Redis
+    # (on a loaded machine a 0.5 s timeout can open the breaker and bypass the cache).
+    cache = Cache(CacheConfig(redis_url=url, namespace=namespace, redis_timeout_s=5))
 
     async def compute() -> dict[str, int]:
         computed = await counter.incr(f"{namespace}:test:computations")
