@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system pieces statekeeper's local infrastructure needs, only when missing:
-# a Java 17+ runtime and Maven (for the Kafka broker jars) and Debian's redis-server.
+# a Java 17+ runtime and Maven (for the Kafka broker jars), Debian's redis-server, and
+# Chromium with chromedriver (the dashboard's browser test).
 # Skips each one that an external service makes unnecessary.
 set -euo pipefail
 
@@ -13,6 +14,9 @@ if [[ -z "${STATEKEEPER_REDIS_URL:-}" ]] && ! command -v redis-server >/dev/null
     && [[ ! -x /usr/bin/redis-server ]]; then
   need_apt+=(redis-server)
 fi
+# Debian's Chromium and its driver, for the dashboard's browser test (never downloaded).
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || need_apt+=(chromium-driver)
 
 if (( ${#need_apt[@]} == 0 )); then
   exit 0
