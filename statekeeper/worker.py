@@ -7,19 +7,25 @@ from statekeeper.app import StatekeeperApp, app
 
 def load() -> StatekeeperApp:
     """Import the modules that register agents, tables and views; return the app."""
-    from statekeeper.agents import definitions, session, workflow  # noqa: F401
-    from statekeeper.web import cluster, health, sessions, workflows  # noqa: F401
-    from statekeeper.agents import cache_invalidation  # noqa: F401
-    from statekeeper.web import reports  # noqa: F401
-
-    from statekeeper.agents import conversation  # noqa: F401
-    from statekeeper.web import conversations  # noqa: F401
-
-    from statekeeper.agents import lifecycle  # noqa: F401
+    from statekeeper.agents import (  # noqa: F401
+        cache_invalidation,
+        conversation,
+        definitions,
+        lifecycle,
+        session,
+        workflow,
+    )
+    from statekeeper.web import (  # noqa: F401
+        cluster,
+        conversations,
+        dashboard,
+        events,
+        health,
+        openapi,
+        reports,
+        sessions,
+        workflows,
+    )
     from statekeeper.web import lifecycle as lifecycle_views  # noqa: F401
-
-    from statekeeper.web import events, openapi  # noqa: F401
-
-    from statekeeper.web import dashboard  # noqa: F401
 
     return app
