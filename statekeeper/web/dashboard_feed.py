@@ -28,12 +28,13 @@ RECENT_PER_TENANT = 50  # changes replayed to a dashboard when it connects
 MAX_TENANTS_REMEMBERED = 1024  # tenants whose recent changes are kept (least recent dropped)
 READY_TIMEOUT_S = 15.0
 RETRY_S = 2.0
+MAX_SUBSCRIBERS = 200  # open dashboards per worker; more are refused (503)
 
 ConsumerFactory = Callable[[], AIOKafkaConsumer]
 
 
 class FeedClosed(Exception):
-    """The feed stopped (the app is stopping) or could not reach Kafka."""
+    """The feed stopped (the app is stopping), could not reach Kafka, or is full."""
 
 
 _CLOSED = object()
@@ -100,6 +101,8 @@ class StatusFeed:
         """
         if self._stopped:
             raise FeedClosed("the status feed stopped")
+        if self.subscribers >= MAX_SUBSCRIBERS:
+            raise FeedClosed(f"this worker already serves {MAX_SUBSCRIBERS} dashboards")
         self._start()
         try:
             await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from statekeeper.web.dashboard_feed import (
+    MAX_SUBSCRIBERS,
     RECENT_PER_TENANT,
     FeedClosed,
     StatusFeed,
@@ -82,3 +83,11 @@ async def test_unsubscribe_forgets_the_subscription() -> None:
     feed.dispatch([change("acme", "a-1")])
     assert feed.subscribers == 0
     assert await reader.next(0.01) is None
+
+
+async def test_a_full_worker_refuses_more_dashboards() -> None:
+    feed = new_feed()
+    for _ in range(MAX_SUBSCRIBERS):
+        subscribed(feed, "acme")
+    with pytest.raises(FeedClosed, match="already serves"):
+        await feed.subscribe("acme")
