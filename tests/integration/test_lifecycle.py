@@ -60,11 +60,16 @@ def stats(worker: WorkerProcess, api_key: str = ACME_KEY) -> dict[str, Any] | No
 
 
 def stats_when(worker: WorkerProcess, predicate: Any, api_key: str = ACME_KEY) -> dict:
+    last: list[dict | None] = [None]
+
     def check() -> dict | None:
-        body = stats(worker, api_key)
+        body = last[0] = stats(worker, api_key)
         return body if body is not None and predicate(body) else None
 
-    return wait_for(check, timeout=40)
+    try:
+        return wait_for(check, timeout=60)
+    except TimeoutError:
+        raise AssertionError(f"stats never matched; last answer: {last[0]}") from None
 
 
 def assert_only_survivor(worker: WorkerProcess) -> None:
