@@ -1,10 +1,16 @@
-"""The ``statekeeper`` command line: run the worker, manage local infrastructure."""
+"""The ``statekeeper`` command line: run the worker, manage local infrastructure, operate.
+
+Operator commands (define, send, get, history, counts, tail, redrive, rebuild) live in
+``statekeeper/ops/``; they print readable text, or JSON with ``--json``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from statekeeper.client.exceptions import ClientError
 from statekeeper.exceptions import StatekeeperError
 
 
@@ -59,13 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     infra = commands.add_parser("infra", help="local Kafka and Redis: up, down, status")
     infra.add_argument("rest", nargs=argparse.REMAINDER)
     infra.set_defaults(func=_infra)
+    _register_operator_commands(commands)
     return parser
+
+
+def _register_operator_commands(commands: Any) -> None:
+    from statekeeper.ops import events, queries, rebuild, redrive
+
+    for module in (events, queries, redrive, rebuild):
+        module.register(commands)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ClientError as exc:  # an API error or an unacknowledged send: not a usage error
+        print(f"statekeeper: {exc}", file=sys.stderr)
+        return 1
     except StatekeeperError as exc:
         print(f"statekeeper: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from statekeeper.exceptions import ConfigError
@@ -183,6 +183,17 @@ class Settings(BaseSettings):
         description='"tenant:key,tenant2:key2:ro" (`:ro`: read-only). Unset: a `dev` tenant '
         "with a generated key, printed at start-up.",
     )
+
+    # --- client and command line (statekeeper/cli.py, statekeeper/ops/) -------------------
+    cli_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STATEKEEPER_API_KEY", "STATEKEEPER_CLI_API_KEY"),
+        description="API key the command line sends (default: the dev key in <var>/dev-api-key)",
+    )
+    cli_url: str | None = Field(
+        default=None, description="worker URL the command line asks (default: canonical_url)"
+    )
+    cli_tenant: str = Field(default="dev", description="tenant of events the command line sends")
 
     @field_validator("topic_prefix")
     @classmethod

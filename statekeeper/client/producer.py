@@ -30,6 +30,27 @@ from statekeeper.client.exceptions import DeliveryError
 from statekeeper.settings import Settings
 from statekeeper.topics.names import TopicNames
 
+EVENT_TYPES = frozenset(
+    {
+        "workflow.define",
+        "workflow.start",
+        "workflow.transition",
+        "workflow.fail",
+        "workflow.resume",
+        "workflow.cancel",
+        "workflow.annotate",
+        "session.start",
+        "session.update",
+        "session.end",
+        "conversation.message",
+        "conversation.forget",
+        "resource.register",
+        "resource.touch",
+        "resource.release",
+    }
+)
+"""Every input event type of the contract (section 2)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -123,7 +144,15 @@ class Producer:
 
     async def send_envelope(self, envelope: dict[str, Any], topic: str | None = None) -> Sent:
         """Send an envelope as it is (ids kept), e.g. one taken from the dead-letter topic."""
-        return await (await self._queue(envelope, topic))
+        (sent,) = await self.send_envelopes([(envelope, topic)])
+        return sent
+
+    async def send_envelopes(
+        self, envelopes: list[tuple[dict[str, Any], str | None]]
+    ) -> list[Sent]:
+        """Send ready envelopes (to their type's topic, or the one given) in order, acked."""
+        queued = [await self._queue(envelope, topic) for envelope, topic in envelopes]
+        return list(await asyncio.gather(*queued))
 
     def _envelope_of(self, event: Event) -> dict[str, Any]:
         return event.envelope(self.tenant)

@@ -1,0 +1,1 @@
+"""Operator commands of the ``statekeeper`` command line (send, query, tail, redrive, rebuild)."""
