@@ -45,6 +45,7 @@ from statekeeper.stores.conversation_memory import (
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.retention import policy_for
 from statekeeper.stores.scan import scan_prefix
+from statekeeper.stores.tick_journal import tombstone
 from statekeeper.topics.conversation import (
     CONVERSATION_TYPES,
     MESSAGE,
@@ -156,11 +157,14 @@ def _over_size(messages: int, size: int, tokens: int, tenant: str) -> list[str]:
     return reasons
 
 
-def _delete_message(rk: bytes, message: Message) -> None:
-    del conversation_messages[message_key(rk, message.seq)]
-    del conversation_messages[turn_key(rk, message.conversation, message.seq)]
+def _delete_message(rk: bytes, message: Message) -> list[bytes]:
+    """Delete a message's rows; returns their keys."""
+    keys = [message_key(rk, message.seq), turn_key(rk, message.conversation, message.seq)]
     if conversation_messages.get(id_key(rk, message.event_id)) is not None:
-        del conversation_messages[id_key(rk, message.event_id)]
+        keys.append(id_key(rk, message.event_id))
+    for key in keys:
+        del conversation_messages[key]
+    return keys
 
 
 async def forget(envelope: Envelope) -> bool:
@@ -169,26 +173,30 @@ async def forget(envelope: Envelope) -> bool:
     partition, offset = _position()
     receipt = conversation_messages.get(receipt_key(rk, envelope.id))
     if receipt is not None:
-        stored_offset, notice = codec.unpack(receipt)
-        if stored_offset == offset:  # replayed after a crash: the receipt may be unsent
+        stored_offset, notice, *journal = codec.unpack(receipt)
+        if stored_offset == offset:  # replayed after a crash: receipt and tombstones may be unsent
+            _tombstone_again(rk, journal[0] if journal else [])
             await notices_topic.send(key=rk, value=codec.pack(notice))
         return False
     conversation = conversation_id(envelope.data.get("conversation"), required=False)
     raw = conversation_users.get(rk)
     record = UserRecord.from_bytes(raw) if raw is not None else None
     doomed = list(_doomed(partition, rk, conversation))
+    deleted: list[bytes] = []
     for message in doomed:
-        _delete_message(rk, message)
+        deleted += _delete_message(rk, message)
         if record is not None:
             record.remove(message)
     if conversation is None:
-        _delete_leftovers(partition, rk)
+        deleted += _delete_leftovers(partition, rk)
     conversations = len({m.conversation for m in doomed})
     await _settle(rk, record, envelope.tenant)
     cached = await cache.delete_tagged(envelope.tenant, [cache_tag(envelope.key)])
     removed = Removed(len(doomed), sum(m.tokens for m in doomed), conversations, cached)
     notice = forgotten_notice(envelope, conversation, removed, now_ms())
-    conversation_messages[receipt_key(rk, envelope.id)] = codec.pack([offset, notice])
+    # The deleted keys go in the receipt: a replay after a crash must send their changelog
+    # tombstones again even though the rows are already gone from RocksDB.
+    conversation_messages[receipt_key(rk, envelope.id)] = codec.pack([offset, notice, deleted])
     await notices_topic.send(key=rk, value=codec.pack(notice))
     logger.info("forgot %s of %r: %s", conversation or "everything", rk, removed)
     return True
@@ -204,12 +212,34 @@ def _doomed(partition: int, rk: bytes, conversation: str | None) -> Iterable[Mes
     return [m for m in (read_message(partition, rk, s) for s in seqs) if m is not None]
 
 
-def _delete_leftovers(partition: int, rk: bytes) -> None:
+def _delete_leftovers(partition: int, rk: bytes) -> list[bytes]:
     """Rows of the user a full forget must not leave behind (receipts stay: no content)."""
     marker = len(user_prefix(rk))
-    for key, _ in list(scan_prefix(conversation_messages, partition, user_prefix(rk))):
-        if key[marker : marker + 1] != b"F":
-            del conversation_messages[key]
+    keys = [
+        key
+        for key, _ in scan_prefix(conversation_messages, partition, user_prefix(rk))
+        if key[marker : marker + 1] != b"F"
+    ]
+    for key in keys:
+        del conversation_messages[key]
+    return keys
+
+
+def _tombstone_again(rk: bytes, deleted: list[bytes]) -> None:
+    """Re-send to the changelogs what a forget replayed after a crash changed.
+
+    Message rows are keyed by the offset that wrote them, so none can have come back since:
+    their tombstones are written again. The user record is re-asserted as it stands locally
+    (tombstoned if absent, rewritten if present): a later message may have changed it
+    again, and that is the state the changelog must end with.
+    """
+    for key in deleted:
+        tombstone(conversation_messages, key)
+    current = conversation_users.get(rk)
+    if current is None:
+        tombstone(conversation_users, rk)
+    else:
+        conversation_users[rk] = current
 
 
 async def _settle(rk: bytes, record: UserRecord | None, tenant: str) -> None:
