@@ -223,7 +223,7 @@ function renderFailed(items) {
           copyButton("Copy curl", curlFor(body)))),
       h("p", { class: "resume-how" }, "Send this body to ", h("code", {}, "POST /v1/events"),
         " with your API key; ", h("code", {}, "expected_version"),
-        " makes it a no-op if the item changed meanwhile."));
+        " refuses it (dead-lettered as version_conflict) if the item changed meanwhile."));
   }));
 }
 
