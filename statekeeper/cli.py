@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from statekeeper.client.exceptions import ClientError
 from statekeeper.exceptions import StatekeeperError
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ClientError as exc:  # an API error or an unacknowledged send: not a usage error
+    except (ClientError, KafkaError) as exc:  # the API or the broker refused: not a usage error
         print(f"statekeeper: {exc}", file=sys.stderr)
         return 1
     except StatekeeperError as exc:
