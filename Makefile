@@ -51,8 +51,18 @@ infra-status: $(STAMP)
 clean: infra-down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
 
-bench: deps
+BENCH_VENV := .venv-bench
+
+# Quix Streams (the peer) and matplotlib pin other versions of shared libraries: own venv.
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet 'quixstreams>=3.20,<4' 'matplotlib>=3.8' 'msgpack>=1.0.8,<2'
+	@touch $@
+
+bench: deps $(BENCH_VENV)/.installed
 	$(BIN)/python -m bench.workflow
+	$(BENCH_VENV)/bin/python bench/plot.py
 
 bench-cache: deps
 	$(BIN)/python -m bench.cache

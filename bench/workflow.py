@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import random
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import msgpack
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import (
@@ -63,13 +64,17 @@ def backlog(items: int, moves: int) -> list[tuple[bytes, bytes]]:
             if round_ == 0:
                 event = envelope("workflow.start", key, {"workflow": "flow"})
             else:
-                event = envelope("workflow.transition", key, {"to": "sent" if round_ % 2 else "draft"})
+                event = envelope(
+                    "workflow.transition", key, {"to": "sent" if round_ % 2 else "draft"}
+                )
             records.append((f"acme/{key}".encode(), msgpack.packb(event)))
     return records
 
 
 async def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=256 * 1024
+    )
     await producer.start()
     started = time.monotonic()
     try:
@@ -112,8 +117,16 @@ async def raw_baseline(bootstrap: str, records: list[tuple[bytes, bytes]]) -> di
                 out = producer.create_batch()
                 for message in messages:
                     event = msgpack.unpackb(message.value)
-                    status = {"v": 1, "key": event["key"], "to": event["type"], "event_id": event["id"]}
-                    if out.append(key=message.key, value=msgpack.packb(status), timestamp=None) is None:
+                    status = {
+                        "v": 1,
+                        "key": event["key"],
+                        "to": event["type"],
+                        "event_id": event["id"],
+                    }
+                    if (
+                        out.append(key=message.key, value=msgpack.packb(status), timestamp=None)
+                        is None
+                    ):
                         sends.append(await producer.send_batch(out, sink, partition=tp.partition))
                         out = producer.create_batch()
                         out.append(key=message.key, value=msgpack.packb(status), timestamp=None)
@@ -133,31 +146,73 @@ async def raw_baseline(bootstrap: str, records: list[tuple[bytes, bytes]]) -> di
     }
 
 
+async def drain_rate(
+    bootstrap: str, sink: str, expected: int, pid: int, alive: Any = lambda: True
+) -> dict[str, Any]:
+    """Output records per second from the first to the last of ``expected`` (same for both)."""
+    started = time.monotonic()
+    first: tuple[float, int, float] | None = None
+    while (done := await total_records(bootstrap, sink, PARTITIONS)) < expected:
+        if not alive():
+            raise RuntimeError(f"the process under test exited after {done} output records")
+        if first is None and done > 0:
+            first = (time.monotonic(), done, cpu_seconds(pid))
+        await asyncio.sleep(0.2)
+        if time.monotonic() - started > 900:
+            raise TimeoutError(f"only {done} of {expected} output records after 900 s")
+    began, done_then, cpu0 = first or (started, 0, cpu_seconds(pid))
+    elapsed = time.monotonic() - began
+    events = expected - done_then
+    return {
+        "events": expected,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed),
+        "events_per_cpu_s": round(events / max(cpu_seconds(pid) - cpu0, 1e-9)),
+        "worker_rss_mb": round(rss_mb(pid), 1),
+    }
+
+
+PEER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
+
+
+async def peer_throughput(bootstrap: str, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The same backlog through the Quix Streams peer (``bench/peer_quix.py``)."""
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"quix-{run}-in", f"quix-{run}-out"
+    await create_topics(bootstrap, [source, sink])
+    await produce_all(bootstrap, source, records)
+    script = Path(__file__).with_name("peer_quix.py")
+    state_dir = tempfile.mkdtemp(prefix="sk-bench-quix-")
+    log = open(Path(state_dir) / "peer.log", "wb")  # noqa: SIM115 (closed below)
+    peer = subprocess.Popen(
+        [str(PEER_PYTHON), str(script), bootstrap, source, sink, state_dir],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        alive = lambda: peer.poll() is None  # noqa: E731
+        return await drain_rate(bootstrap, sink, len(records), peer.pid, alive)
+    finally:
+        peer.terminate()
+        peer.wait(30)
+        log.close()
+
+
 async def ours_throughput(dep: Deployment, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     """Backlog produced while the worker is stopped; then time until every status is out."""
     worker = dep.start()
-    await produce_all(dep.bootstrap, dep.topic("workflow.definitions"),
-                      [(b"acme/flow", msgpack.packb(envelope("workflow.define", "flow", FLOW)))])
+    await produce_all(
+        dep.bootstrap,
+        dep.topic("workflow.definitions"),
+        [(b"acme/flow", msgpack.packb(envelope("workflow.define", "flow", FLOW)))],
+    )
     await asyncio.sleep(1)
     worker.stop()
     await produce_all(dep.bootstrap, dep.topic("workflow.events"), records)
     worker = dep.start()
     assert worker.process is not None
     pid = worker.process.pid
-    cpu0, started = cpu_seconds(pid), time.monotonic()
-    status_topic = dep.topic("workflow.status")
-    while (done := await total_records(dep.bootstrap, status_topic, PARTITIONS)) < len(records):
-        await asyncio.sleep(0.2)
-        if time.monotonic() - started > 900:
-            raise TimeoutError(f"only {done} of {len(records)} status records after 900 s")
-    elapsed = time.monotonic() - started
-    result = {
-        "events": len(records),
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(len(records) / elapsed),
-        "events_per_cpu_s": round(len(records) / (cpu_seconds(pid) - cpu0)),
-        "worker_rss_mb": round(rss_mb(pid), 1),
-    }
+    result = await drain_rate(dep.bootstrap, dep.topic("workflow.status"), len(records), pid)
     worker.stop()
     return result
 
@@ -168,8 +223,9 @@ async def latency_under_load(
     """Open loop: events are due at fixed times; latency counts from the due time."""
     worker = dep.start()
     status_topic = dep.topic("workflow.status")
-    consumer = AIOKafkaConsumer(status_topic, bootstrap_servers=dep.bootstrap, group_id=None,
-                                auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        status_topic, bootstrap_servers=dep.bootstrap, group_id=None, auto_offset_reset="latest"
+    )
     await consumer.start()
     await asyncio.sleep(1)
     latencies: list[float] = []
@@ -208,8 +264,11 @@ async def latency_under_load(
             target = "sent" if toggles[n] % 2 else "draft"
             due_ms = int((begin + sent / rate) * 1000)
             event = envelope("workflow.transition", f"item-{n}", {"to": target}, ts=due_ms)
-            await producer.send(status_topic.replace("workflow.status", "workflow.events"),
-                                key=f"acme/item-{n}".encode(), value=msgpack.packb(event))
+            await producer.send(
+                status_topic.replace("workflow.status", "workflow.events"),
+                key=f"acme/item-{n}".encode(),
+                value=msgpack.packb(event),
+            )
             sent += 1
         await asyncio.sleep(0.001)
     await producer.flush()
@@ -225,7 +284,10 @@ async def latency_under_load(
         "sent": sent,
         "status_received": len(latencies),
         "latency_ms": percentiles(latencies),
-        "point_query": {"requests": len(query_latencies), "latency_ms": percentiles(query_latencies)},
+        "point_query": {
+            "requests": len(query_latencies),
+            "latency_ms": percentiles(query_latencies),
+        },
     }
 
 
@@ -234,8 +296,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {}
     ordered = sorted(values)
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
-    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": round(ordered[-1], 2),
-            "mean": round(statistics.fmean(ordered), 2)}
+    return {
+        "p50": pick(0.5),
+        "p90": pick(0.9),
+        "p99": pick(0.99),
+        "max": round(ordered[-1], 2),
+        "mean": round(statistics.fmean(ordered), 2),
+    }
 
 
 async def main(items: int, moves: int, rates: list[int], seconds: float) -> None:
@@ -245,6 +312,13 @@ async def main(items: int, moves: int, rates: list[int], seconds: float) -> None
     print(f"bench: {len(records)} events, raw aiokafka baseline…", flush=True)
     baseline = await raw_baseline(bootstrap, records)
     print(f"  raw: {baseline['events_per_s']} events/s", flush=True)
+    peer = None
+    if PEER_PYTHON.exists():
+        print("bench: Quix Streams peer on the same backlog…", flush=True)
+        peer = await peer_throughput(bootstrap, records)
+        print(f"  quix: {peer['events_per_s']} events/s", flush=True)
+    else:
+        print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
     dep = Deployment(bootstrap, redis_url, root / "throughput")
     try:
         print("bench: statekeeper worker on the same backlog…", flush=True)
@@ -252,7 +326,10 @@ async def main(items: int, moves: int, rates: list[int], seconds: float) -> None
         print(f"  ours: {ours['events_per_s']} events/s", flush=True)
         loads = []
         for rate in rates:
-            print(f"bench: open-loop {rate} events/s for {seconds:.0f} s with point queries…", flush=True)
+            print(
+                f"bench: open-loop {rate} events/s for {seconds:.0f} s with point queries…",
+                flush=True,
+            )
             loads.append(await latency_under_load(dep, rate, seconds, items))
             print(f"  latency {loads[-1]['latency_ms']}", flush=True)
     finally:
@@ -261,7 +338,9 @@ async def main(items: int, moves: int, rates: list[int], seconds: float) -> None
         "revision": git_revision(),
         "raw_aiokafka": baseline,
         "statekeeper": ours,
+        "quix_streams": peer,
         "ratio_to_raw": round(ours["events_per_s"] / baseline["events_per_s"], 3),
+        "ratio_to_peer": round(ours["events_per_s"] / peer["events_per_s"], 3) if peer else None,
         "under_load": loads,
     }
     print(f"bench: wrote {save('workflow', result)}")

@@ -1,6 +1,6 @@
 """Point queries over HTTP: throughput, latency under event load, cost of forwarding.
 
-Run: ``.venv/bin/python -m bench.http``. Writes ``bench/results/http.json``. Two workers
+Run: ``.venv/bin/python -m bench.queries``. Writes ``bench/results/queries.json``. Two workers
 share the partitions of a deployment holding ``--items`` workflow items; the load generator
 is Python (aiohttp) on the same 2-core machine, so it competes with the worker for CPU:
 
@@ -187,7 +187,7 @@ async def main(args: argparse.Namespace) -> None:
         "forwarding_adds_p50_ms": added,
         "under_event_load": loaded,
     }
-    print(f"bench: wrote {save('http', result)}")
+    print(f"bench: wrote {save('queries', result)}")
 
 
 if __name__ == "__main__":
