@@ -12,6 +12,7 @@ import pytest
 
 from statekeeper.infra import kafka, redis
 from statekeeper.settings import Settings
+from tests.support.kafka import delete_topics_starting_with
 from tests.support.worker import WorkerProcess
 
 ACME_KEY = "acme-key-0123456789abcdef"
@@ -90,3 +91,4 @@ def deployment(infra: Infra, run_id: str, tmp_path: Path) -> Iterator[Deployment
     yield Deployment(infra=infra, prefix=prefix, env=env, root=tmp_path, start=start)
     for worker in workers:
         worker.kill()
+    delete_topics_starting_with(infra.bootstrap, prefix, env["STATEKEEPER_APP_ID"])

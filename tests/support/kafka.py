@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 import uuid
 from typing import Any
 
 import msgpack
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 def envelope(
@@ -81,3 +84,26 @@ async def read_topic(
     finally:
         await consumer.stop()
     return found
+
+
+def delete_topics_starting_with(bootstrap: str, *prefixes: str) -> int:
+    """Delete every topic whose name starts with one of ``prefixes``; returns how many.
+
+    Each test deployment creates ~100 partitions (inputs, outputs, ticks, changelogs); left
+    behind, a few hundred tests' worth make a single-node broker's controller crawl. Runs in
+    its own thread and loop, so it works from sync fixture teardown whatever loop is around.
+    """
+
+    async def delete() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+        await admin.start()
+        try:
+            doomed = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if doomed:
+                await admin.delete_topics(doomed)
+            return len(doomed)
+        finally:
+            await admin.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, delete()).result(timeout=60)
