@@ -22,7 +22,7 @@ from typing import Any
 from statekeeper import codec
 from statekeeper.topics.envelope import Envelope
 from statekeeper.topics.lifecycle import REGISTER, TOUCH, parse_register
-from statekeeper.topics.rejections import Reason, Rejected
+from statekeeper.topics.rejections import Reason, Rejected, refuse_stale_replay
 
 STORE_VERSION = 1
 RECENT_IDS = 32  # (event id, source offset) remembered per resource
@@ -161,6 +161,7 @@ def apply_event(
     for seen_id, seen_offset in seen:
         if seen_id == event.id:
             return Replay() if seen_offset == offset else None
+    refuse_stale_replay(seen, offset)
     recent = (*seen, (event.id, offset))[-RECENT_IDS:]
     if event.type == REGISTER:
         if resource is not None:

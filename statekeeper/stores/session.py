@@ -24,7 +24,7 @@ from typing import Any
 from statekeeper import codec
 from statekeeper.stores.tables import bytes_table
 from statekeeper.topics.envelope import Envelope
-from statekeeper.topics.rejections import Reason, Rejected
+from statekeeper.topics.rejections import Reason, Rejected, refuse_stale_replay
 from statekeeper.topics.session import (
     END,
     START,
@@ -192,6 +192,7 @@ def apply_event(
         for seen_id, seen_offset in session.recent:
             if seen_id == event.id:
                 return Replay(session) if seen_offset == offset else None
+        refuse_stale_replay(session.recent, offset)
     if event.type == START:
         if session is not None:
             raise Rejected(Reason.SESSION_EXISTS, f"session {event.key!r} is live")

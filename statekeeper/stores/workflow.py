@@ -13,7 +13,7 @@ from typing import Any
 from statekeeper import codec
 from statekeeper.stores.definitions import WorkflowDefinition
 from statekeeper.topics.envelope import Envelope
-from statekeeper.topics.rejections import Reason, Rejected
+from statekeeper.topics.rejections import Reason, Rejected, refuse_stale_replay
 
 STORE_VERSION = 1
 RECENT_IDS = 32  # (event id, source offset) remembered per item, see apply_event
@@ -126,6 +126,7 @@ def apply_event(
         for position, (seen_id, seen_offset) in enumerate(reversed(item.recent)):
             if seen_id == event.id:
                 return Replay(item.version - position) if seen_offset == offset else None
+        refuse_stale_replay(item.recent, offset)
     if event.type == "workflow.start":
         change = _start(item, event, definition, now_ms)
     elif item is None:

@@ -29,7 +29,26 @@ class Reason(StrEnum):
     SESSION_EXISTS = "session_exists"
     SESSION_CLOSED = "session_closed"
     SESSION_TOO_LARGE = "session_too_large"
+    # crash replays (every keyed pattern)
+    STALE_REPLAY = "stale_replay"
     INTERNAL_ERROR = "internal_error"
+
+
+def refuse_stale_replay(recent: tuple[tuple[str, int], ...], offset: int) -> None:
+    """Refuse a record read again after a crash behind changes the entity already has.
+
+    ``recent`` holds the (event id, source offset) of the entity's last applied events and
+    the caller has checked the record's id is not among them. A record at an offset below
+    the newest of them was processed before the crash and not applied then (a rejection):
+    judging it again against the newer state could apply it out of order, so it is
+    dead-lettered again instead. Its first dead letter, if that was sent, has the reason.
+    """
+    if offset >= 0 and recent and offset < max(seen for _, seen in recent):
+        raise Rejected(
+            Reason.STALE_REPLAY,
+            f"offset {offset} was read again after a crash, behind changes this entity "
+            "already applied; it was not applied the first time and is not applied now",
+        )
 
 
 class Rejected(Exception):

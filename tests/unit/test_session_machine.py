@@ -152,14 +152,15 @@ def test_start_of_live_session_and_events_of_unknown_one() -> None:
 def test_redelivery_has_no_effect_and_replay_is_recognised() -> None:
     session = started()
     update = event("session.update", data={"a": 1})
-    after = run(session, update, offset=500)
-    assert apply_event(after, update, 2000, 501, LIMITS) is None
-    replay = apply_event(after, update, 2000, 500, LIMITS)
+    offset = next(_ids)
+    after = run(session, update, offset=offset)
+    assert apply_event(after, update, 2000, next(_ids), LIMITS) is None
+    replay = apply_event(after, update, 2000, offset, LIMITS)
     assert isinstance(replay, Replay) and replay.session == after
 
 
 def test_end_counts_as_a_change_and_keeps_the_note() -> None:
-    outcome = apply_event(started(), event("session.end", reason="done"), 5000, 7, LIMITS)
+    outcome = apply_event(started(), event("session.end", reason="done"), 5000, next(_ids), LIMITS)
     assert isinstance(outcome, Ended)
     assert (outcome.session.version, outcome.session.updated_at, outcome.note) == (2, 5000, "done")
 

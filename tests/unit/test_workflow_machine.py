@@ -92,17 +92,30 @@ def test_failed_item_resumes_where_it_stopped() -> None:
 
 def test_redelivery_has_no_effect() -> None:
     move = event("workflow.transition", to="sent")
-    moved = apply_event(started(), move, INVOICE, now_ms=1000, offset=7)
+    moved = apply_event(started(), move, INVOICE, now_ms=1000, offset=next(_ids))
     assert isinstance(moved, Change)
-    assert apply_event(moved.item, move, INVOICE, now_ms=2000, offset=9) is None
+    assert apply_event(moved.item, move, INVOICE, now_ms=2000, offset=next(_ids)) is None
 
 
 def test_same_record_again_is_a_replay_of_its_version() -> None:
     move = event("workflow.transition", to="sent")
-    moved = apply_event(started(), move, INVOICE, now_ms=1000, offset=7)
+    item = started()
+    offset = next(_ids)
+    moved = apply_event(item, move, INVOICE, now_ms=1000, offset=offset)
     assert isinstance(moved, Change)
     later = run(moved.item, event("workflow.annotate", attrs={"a": 1}))
-    assert apply_event(later, move, INVOICE, now_ms=2000, offset=7) == Replay(version=2)
+    assert apply_event(later, move, INVOICE, now_ms=2000, offset=offset) == Replay(version=2)
+
+
+def test_a_record_read_again_behind_applied_changes_is_not_judged_again() -> None:
+    """After a crash, a record rejected the first time must not apply to the newer state."""
+    item = run(started(), event("workflow.fail", error="boom"))
+    again_fail = event("workflow.fail", error="second")
+    behind = next(_ids)  # read before the resume below, rejected then (already failed)
+    resumed = run(item, event("workflow.resume"))
+    with pytest.raises(Rejected) as caught:
+        apply_event(resumed, again_fail, INVOICE, now_ms=2000, offset=behind)
+    assert caught.value.reason == Reason.STALE_REPLAY
 
 
 @pytest.mark.parametrize(
