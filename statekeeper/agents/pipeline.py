@@ -6,12 +6,16 @@ Bad input never escapes as an exception: it becomes a dead-letter record with a 
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
+from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
 from statekeeper import codec
@@ -23,6 +27,8 @@ from statekeeper.topics.rejections import Reason, Rejected
 logger = logging.getLogger(__name__)
 
 REROUTED_HEADER = "statekeeper-rerouted"
+EXIT_CANNOT_STORE = 75  # EX_TEMPFAIL: fix the cause, restart, the record is read again
+METADATA_RETRIES = 20
 
 Handler = Callable[[Envelope], Awaitable[bool]]
 """Applies one valid event; returns False for a redelivery that had no effect."""
@@ -76,7 +82,7 @@ class EventPipeline:
             envelope = decode_envelope(event.value, max_bytes=self.max_bytes, types=self.types)
             if self.keyed and not await self._in_place(event, envelope):
                 return
-            if await self.handler(envelope):
+            if await self._handle(event, envelope):
                 metrics.applied[envelope.type] += 1
             else:
                 metrics.duplicates[envelope.type] += 1
@@ -85,10 +91,44 @@ class EventPipeline:
                 rejection.event = envelope.as_dict()
             await self.dead_letter(event, rejection)
         except Exception as exc:  # a bug must not stop the stream or lose the record
+            if _is_storage_failure(exc):
+                self._stop_cannot_store(event, exc)
             logger.exception("handler failed on %s", _where(event))
             await self.dead_letter(
                 event, Rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500])
             )
+
+    async def _handle(self, event: EventT, envelope: Envelope) -> bool:
+        """Run the handler; wait out a changelog topic whose metadata is not known yet.
+
+        Right after a worker creates a changelog topic, a loaded broker may list it with no
+        partitions for a while and faust refuses the write. That is not the input's fault, so
+        the record is tried again (handlers are replay-safe: a partial first try is completed
+        by the same record's replay path) instead of being dead-lettered.
+        """
+        for attempt in range(METADATA_RETRIES):
+            try:
+                return await self.handler(envelope)
+            except PartitionsMismatch as exc:
+                logger.warning("%s: table metadata not ready (%s); retrying", _where(event), exc)
+                await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        return await self.handler(envelope)
+
+    def _stop_cannot_store(self, event: EventT, exc: Exception) -> None:
+        """Fail-stop when table state cannot be written (disk full, I/O error).
+
+        Dead-lettering would drop every following valid event as ``internal_error`` while the
+        disk stays full. Exiting without committing leaves the record to be processed again
+        after a restart (at-least-once; the replay path completes any partial write).
+        """
+        logger.critical(
+            "cannot write table state in the data dir %s while handling %s: %s. Disk full? "
+            "Free space there and restart the worker: this record and the ones after it are "
+            "processed again, nothing was dead-lettered. Exiting (code %d).",
+            self.app.settings.worker_data_dir, _where(event), exc, EXIT_CANNOT_STORE,
+        )  # fmt: skip
+        logging.shutdown()
+        os._exit(EXIT_CANNOT_STORE)
 
     async def _in_place(self, event: EventT, envelope: Envelope) -> bool:
         """True when the record sits under its envelope's key and partition."""
@@ -138,6 +178,13 @@ def _pack_safely(record: dict[str, Any]) -> bytes:
     except Exception:  # e.g. a decoded value msgpack cannot re-encode: keep the rest
         record["event"] = repr(record["event"])[:10_000]
         return codec.pack(record)
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    """RocksDB (rocksdict) raises plain ``Exception("IO error: …")``; the OS raises OSError."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+    return str(exc).startswith(("IO error", "Corruption"))
 
 
 def _where(event: EventT) -> str:
