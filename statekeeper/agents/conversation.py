@@ -175,7 +175,8 @@ async def forget(envelope: Envelope) -> bool:
     if receipt is not None:
         stored_offset, notice, *journal = codec.unpack(receipt)
         if stored_offset == offset:  # replayed after a crash: receipt and tombstones may be unsent
-            _tombstone_again(rk, journal[0] if journal else [])
+            scope = conversation_id(envelope.data.get("conversation"), required=False)
+            await _forget_again(envelope, partition, offset, scope, journal[0] if journal else [])
             await notices_topic.send(key=rk, value=codec.pack(notice))
         return False
     conversation = conversation_id(envelope.data.get("conversation"), required=False)
@@ -225,21 +226,31 @@ def _delete_leftovers(partition: int, rk: bytes) -> list[bytes]:
     return keys
 
 
-def _tombstone_again(rk: bytes, deleted: list[bytes]) -> None:
-    """Re-send to the changelogs what a forget replayed after a crash changed.
+async def _forget_again(
+    envelope: Envelope, partition: int, offset: int, scope: str | None, deleted: list[bytes]
+) -> None:
+    """Redo a forget replayed after a crash, against what the replay has rebuilt since.
 
-    Message rows are keyed by the offset that wrote them, so none can have come back since:
-    their tombstones are written again. The user record is re-asserted as it stands locally
-    (tombstoned if absent, rewritten if present): a later message may have changed it
-    again, and that is the state the changelog must end with.
+    The records before the forget were replayed too, and a redelivered message whose id
+    the forget had erased was appended again, under its own (earlier) offset. A message's
+    sequence is the offset that wrote it, so every message in scope below the forget's
+    offset is one the forget erased: it is deleted again; later ones stand. The keys the
+    first pass deleted get their tombstones again (they may never have reached the
+    changelog), and the user record is written as it now stands.
     """
+    rk = envelope.record_key
+    raw = conversation_users.get(rk)
+    record = UserRecord.from_bytes(raw) if raw is not None else None
+    for message in _doomed(partition, rk, scope):
+        if message.seq < offset:
+            _delete_message(rk, message)
+            if record is not None:
+                record.remove(message)
     for key in deleted:
         tombstone(conversation_messages, key)
-    current = conversation_users.get(rk)
-    if current is None:
+    if record is None:
         tombstone(conversation_users, rk)
-    else:
-        conversation_users[rk] = current
+    await _settle(rk, record, envelope.tenant)
 
 
 async def _settle(rk: bytes, record: UserRecord | None, tenant: str) -> None:

@@ -185,7 +185,7 @@ async def handle_tick(event: EventT) -> None:
         if ended is not None and ended.source == (TICK, offset):
             await replay_end(key, ended, send=False)
     now = now_ms()
-    ended_now: list[tick_journal.Entry] = []
+    endings: list[tuple[bytes, Ending]] = []
     batch = app.settings.lifecycle_batch
     for entry in due(lifecycle_deadlines, partition, now, limit=batch):
         purpose = codec.unpack(entry.value)[0]
@@ -199,10 +199,16 @@ async def handle_tick(event: EventT) -> None:
             continue
         ending = expire(resource, now, (TICK, offset), keep_receipt_ms(resource.tenant))
         if ending is not None:
-            await finish(entry.record_key, ending)
-            ended_now.append((entry.record_key, ending.notice))
-    if ended_now:
-        tick_journal.record(lifecycle_deadlines, partition, offset, journaled + ended_now)
+            endings.append((entry.record_key, ending))
+    if not endings:
+        return
+    # Journal first: a crash in the middle of the batch leaves some resources ended in
+    # RocksDB with their notices unsent, and only the journal can name them afterwards.
+    seen = {key for key, _ in journaled}
+    fresh = [(key, ending.notice) for key, ending in endings if key not in seen]
+    tick_journal.record(lifecycle_deadlines, partition, offset, journaled + fresh)
+    for key, ending in endings:
+        await finish(key, ending)
 
 
 def forget(key: bytes, deadline: int, index_key: bytes) -> None:

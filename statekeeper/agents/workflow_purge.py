@@ -55,18 +55,23 @@ async def purge_due(event: EventT, now: int) -> None:
     journaled = tick_journal.recorded(workflow_retention, partition, offset) or []
     for key, notice in journaled:  # the same tick again: a crash came before its commit
         await replay_purge(partition, key, notice)
-    purged: list[tick_journal.Entry] = []
+    doomed: list[tuple[bytes, Item, bytes]] = []
     for entry in due(workflow_retention, partition, now, limit=app.settings.lifecycle_batch):
         stored = workflow_items.get(entry.record_key)
         item = Item.from_bytes(stored) if stored is not None else None
         if item is None or item.purge_at != entry.deadline:
             tombstone(workflow_retention, entry.index_key)  # stale entry
             continue
-        notice = codec.pack(purged_notice(item))
-        await purge(partition, entry.record_key, item, notice)
-        purged.append((entry.record_key, notice))
-    if purged:
-        tick_journal.record(workflow_retention, partition, offset, journaled + purged)
+        doomed.append((entry.record_key, item, codec.pack(purged_notice(item))))
+    if not doomed:
+        return
+    # Journal first: a crash in the middle of the batch leaves some items purged in RocksDB
+    # with their notices unsent, and only the journal can name them afterwards.
+    seen = {key for key, _ in journaled}
+    fresh = [(key, notice) for key, _, notice in doomed if key not in seen]
+    tick_journal.record(workflow_retention, partition, offset, journaled + fresh)
+    for key, item, notice in doomed:
+        await purge(partition, key, item, notice)
 
 
 async def purge(partition: int, key: bytes, item: Item, notice: bytes) -> None:
