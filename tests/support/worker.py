@@ -36,7 +36,13 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.env, "STATEKEEPER_WEB_PORT": str(self.port)}
+        # Unbuffered: a SIGKILLed worker must not take its last log lines with it.
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+            "STATEKEEPER_WEB_PORT": str(self.port),
+        }
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "statekeeper", "worker"],
