@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from statekeeper.infra import kafka, redis
@@ -135,3 +136,17 @@ def git_revision() -> str:
 
 def monotonic() -> float:
     return time.monotonic()
+
+
+def packed_envelope(kind: str, key: str, data: dict[str, Any], tenant: str = "acme") -> bytes:
+    """One msgpack envelope of the contract, stamped now, with a fresh id."""
+    body = {
+        "v": 1,
+        "id": uuid.uuid4().hex,
+        "type": kind,
+        "tenant": tenant,
+        "key": key,
+        "ts": int(time.time() * 1000),
+        "data": data,
+    }
+    return msgpack.packb(body, use_bin_type=True)

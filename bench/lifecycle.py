@@ -16,15 +16,21 @@ import statistics
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgpack
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Deployment, bring_up, cpu_seconds, git_revision, rss_mb, save
+from bench.common import (
+    Deployment,
+    bring_up,
+    cpu_seconds,
+    git_revision,
+    packed_envelope,
+    rss_mb,
+    save,
+)
 from bench.sessions import collect_notices
 from bench.workflow import percentiles
 
@@ -33,26 +39,13 @@ SPREAD_S = 60  # deadlines spread over one minute
 LIVE = 500  # resources that are only touched
 
 
-def envelope(kind: str, key: str, data: dict[str, Any]) -> bytes:
-    body = {
-        "v": 1,
-        "id": uuid.uuid4().hex,
-        "type": kind,
-        "tenant": "acme",
-        "key": key,
-        "ts": int(time.time() * 1000),
-        "data": data,
-    }
-    return msgpack.packb(body, use_bin_type=True)
-
-
 async def produce_registers(producer: AIOKafkaProducer, topic: str, count: int) -> float:
     """Register ``count`` resources whose TTL deadlines fall within one minute."""
     begin = time.time()
     pending = []
     for n in range(count):
         ttl = LEAD_S + (n * SPREAD_S) / count
-        value = envelope("resource.register", f"x-{n}", {"kind": "wave", "ttl_s": ttl})
+        value = packed_envelope("resource.register", f"x-{n}", {"kind": "wave", "ttl_s": ttl})
         pending.append(await producer.send(topic, key=f"acme/x-{n}".encode(), value=value))
     for delivery in pending:
         await delivery
@@ -64,7 +57,7 @@ async def steady_touches(
 ) -> None:
     """Touches to ``LIVE`` resources at ``rate`` per second; appends (time, total sent)."""
     for n in range(LIVE):
-        value = envelope("resource.register", f"live-{n}", {"kind": "live", "idle_s": 3600})
+        value = packed_envelope("resource.register", f"live-{n}", {"kind": "live", "idle_s": 3600})
         await producer.send(topic, key=f"acme/live-{n}".encode(), value=value)
     total, start = 0, time.monotonic()
     while True:
@@ -72,7 +65,7 @@ async def steady_touches(
         while total < due:
             key = f"live-{total % LIVE}"
             await producer.send(
-                topic, key=f"acme/{key}".encode(), value=envelope("resource.touch", key, {})
+                topic, key=f"acme/{key}".encode(), value=packed_envelope("resource.touch", key, {})
             )
             total += 1
         sent.append((time.time(), total))

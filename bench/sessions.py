@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,19 @@ from typing import Any
 import msgpack
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import Deployment, bring_up, cpu_seconds, git_revision, rss_mb, save
+from bench.common import (
+    Deployment,
+    bring_up,
+    cpu_seconds,
+    git_revision,
+    packed_envelope,
+    rss_mb,
+    save,
+)
 from bench.workflow import percentiles
 
 LEAD_S = 100  # first deadline this long after the starts are produced
 SPREAD_S = 60  # deadlines spread over one minute
-
-
-def envelope(kind: str, key: str, data: dict[str, Any]) -> bytes:
-    body = {
-        "v": 1,
-        "id": uuid.uuid4().hex,
-        "type": kind,
-        "tenant": "acme",
-        "key": key,
-        "ts": int(time.time() * 1000),
-        "data": data,
-    }
-    return msgpack.packb(body, use_bin_type=True)
 
 
 async def produce_starts(producer: AIOKafkaProducer, topic: str, sessions: int) -> float:
@@ -48,7 +42,7 @@ async def produce_starts(producer: AIOKafkaProducer, topic: str, sessions: int) 
     for n in range(sessions):
         # whole seconds: deadlines spread over SPREAD_S, plus the record time's own spread
         idle = LEAD_S + (n * SPREAD_S) // sessions
-        value = envelope("session.start", f"x-{n}", {"user": "u", "idle_timeout_s": idle})
+        value = packed_envelope("session.start", f"x-{n}", {"user": "u", "idle_timeout_s": idle})
         pending.append(await producer.send(topic, key=f"acme/x-{n}".encode(), value=value))
     for delivery in pending:
         await delivery
@@ -60,14 +54,14 @@ async def steady_updates(
 ) -> int:
     """Updates to 500 long-lived sessions at ``rate`` per second until ``stop``."""
     for n in range(500):
-        value = envelope("session.start", f"live-{n}", {"user": "u"})
+        value = packed_envelope("session.start", f"live-{n}", {"user": "u"})
         await producer.send(topic, key=f"acme/live-{n}".encode(), value=value)
     sent, start = 0, time.monotonic()
     while not stop.is_set():
         due = int((time.monotonic() - start) * rate)
         while sent < due:
             key = f"live-{sent % 500}"
-            value = envelope("session.update", key, {"step": sent % 7, "data": {"n": sent}})
+            value = packed_envelope("session.update", key, {"step": sent % 7, "data": {"n": sent}})
             await producer.send(topic, key=f"acme/{key}".encode(), value=value)
             sent += 1
         await asyncio.sleep(0.02)
