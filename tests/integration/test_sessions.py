@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections import Counter
 from typing import Any
 
 import msgpack
@@ -240,9 +239,13 @@ async def test_expiry_survives_restarts_and_stays_final(deployment: Deployment) 
         "late-2": "session_closed",
     }
     notices = await read_with_time(
-        deployment.bootstrap, deployment.topic("lifecycle.notices"), until=3, timeout=5
+        deployment.bootstrap, deployment.topic("lifecycle.notices"), until=4, timeout=5
     )
-    assert Counter(notice["key"] for _, notice in notices) == {"idle-1": 1, "life-1": 1}
+    # A rebuild from the changelogs may send a closure's notice again (README: closing);
+    # never a new closure, and a repeat is the same notice.
+    assert {notice["key"] for _, notice in notices} == {"idle-1", "life-1"}
+    for key, (_, first) in by_key.items():
+        assert all(n == first for _, n in notices if n["key"] == key), key
 
 
 # --- random streams against a reference model --------------------------------------------
