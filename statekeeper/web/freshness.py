@@ -47,10 +47,20 @@ def freshness_headers(path: str, partition: int) -> dict[str, str]:
     headers = {PARTITION_HEADER: str(partition)}
     if done is not None:
         headers[OFFSET_HEADER] = str(done)
-    try:
-        high = app.consumer.highwater(tp)
-    except (AssertionError, KeyError, RuntimeError):  # no fetch for it yet
-        high = None
+    high = highwater(tp)
     if high is not None:
-        headers[LAG_HEADER] = str(max(0, high - 1 - (done if done is not None else -1)))
+        headers[LAG_HEADER] = str(lag(high, done))
     return headers
+
+
+def highwater(tp: TP) -> int | None:
+    """The consumer's last fetched high-water mark of ``tp``; None before any fetch."""
+    try:
+        return app.consumer.highwater(tp)
+    except (AssertionError, KeyError, RuntimeError):  # no fetch for it yet
+        return None
+
+
+def lag(high: int, done: int | None) -> int:
+    """Records below ``high`` not yet handled, when ``done`` is the last handled offset."""
+    return max(0, high - 1 - (done if done is not None else -1))

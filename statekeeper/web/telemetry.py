@@ -15,6 +15,7 @@ from faust.types import TP
 
 from statekeeper.agents.pipeline import processed_offsets
 from statekeeper.app import app
+from statekeeper.web.freshness import highwater, lag
 
 BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
 
@@ -80,15 +81,10 @@ def _lags() -> dict[TP, int]:
     for tp in app.assignor.assigned_actives():
         if tp.topic not in inputs:
             continue
-        try:
-            high = app.consumer.highwater(tp)
-        except (AssertionError, KeyError, RuntimeError):
-            continue
-        if high is None:
-            continue
+        high = highwater(tp)
         done = processed_offsets.get((tp.topic, tp.partition))
-        if done is not None:
-            lags[tp] = max(0, high - 1 - done)
+        if high is not None and done is not None:
+            lags[tp] = lag(high, done)
     return lags
 
 
