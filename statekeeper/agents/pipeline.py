@@ -12,15 +12,15 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import PartitionsMismatch
-from faust.types import EventT
 
 from statekeeper import codec
 from statekeeper.app import StatekeeperApp
 from statekeeper.metrics import metrics
+from statekeeper.stores.staged import emit
 from statekeeper.topics.envelope import Envelope, decode_envelope
 from statekeeper.topics.rejections import Reason, Rejected
 
@@ -38,6 +38,16 @@ topic_of_type: dict[str, str] = {}
 
 processed_offsets: dict[tuple[str, int], int] = {}
 """(topic, partition) -> offset of the last record handled (applied or dead-lettered)."""
+
+
+class InputEvent(Protocol):
+    """A record to handle: a faust event, or a raw one on the batched path."""
+
+    @property
+    def message(self) -> Any: ...
+
+    @property
+    def value(self) -> Any: ...
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -70,13 +80,14 @@ class EventPipeline:
         self.max_bytes = app.settings.max_event_bytes
         topic_of_type.update(dict.fromkeys(types, topic))
 
-    async def process(self, event: EventT) -> None:
+    async def process(self, event: InputEvent) -> None:
         """Handle one record; never raises for bad input."""
-        await self._process(event)
+        await self.handle_record(event)
         message = event.message
         processed_offsets[(message.topic, message.partition)] = message.offset
 
-    async def _process(self, event: EventT) -> None:
+    async def handle_record(self, event: InputEvent) -> None:
+        """Decode, validate, route, then apply or dead-letter one record."""
         envelope: Envelope | None = None
         try:
             envelope = decode_envelope(event.value, max_bytes=self.max_bytes, types=self.types)
@@ -91,14 +102,14 @@ class EventPipeline:
                 rejection.event = envelope.as_dict()
             await self.dead_letter(event, rejection)
         except Exception as exc:  # a bug must not stop the stream or lose the record
-            if _is_storage_failure(exc):
+            if is_storage_failure(exc):
                 self._stop_cannot_store(event, exc)
             logger.exception("handler failed on %s", _where(event))
             await self.dead_letter(
                 event, Rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500])
             )
 
-    async def _handle(self, event: EventT, envelope: Envelope) -> bool:
+    async def _handle(self, event: InputEvent, envelope: Envelope) -> bool:
         """Run the handler; wait out a changelog topic whose metadata is not known yet.
 
         Right after a worker creates a changelog topic, a loaded broker may list it with no
@@ -114,7 +125,7 @@ class EventPipeline:
                 await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
         return await self.handler(envelope)
 
-    def _stop_cannot_store(self, event: EventT, exc: Exception) -> None:
+    def _stop_cannot_store(self, event: InputEvent, exc: Exception) -> None:
         """Fail-stop when table state cannot be written (disk full, I/O error).
 
         Dead-lettering would drop every following valid event as ``internal_error`` while the
@@ -130,7 +141,7 @@ class EventPipeline:
         logging.shutdown()
         os._exit(EXIT_CANNOT_STORE)
 
-    async def _in_place(self, event: EventT, envelope: Envelope) -> bool:
+    async def _in_place(self, event: InputEvent, envelope: Envelope) -> bool:
         """True when the record sits under its envelope's key and partition."""
         message = event.message
         wanted = envelope.record_key
@@ -144,14 +155,12 @@ class EventPipeline:
                 "re-sent record still arrived on the wrong partition",
                 envelope.as_dict(),
             )
-        await self.app.topic(self.topic).send(
-            key=wanted, value=event.value, headers={REROUTED_HEADER: b"1"}
-        )
+        await emit(self.topic, wanted, event.value, {REROUTED_HEADER: b"1"})
         metrics.rerouted += 1
         logger.info("re-sent %s under key %r", _where(event), wanted)
         return False
 
-    async def dead_letter(self, event: EventT, rejection: Rejected) -> None:
+    async def dead_letter(self, event: InputEvent, rejection: Rejected) -> None:
         """Send the record to the dead-letter topic with its reason (contract section 2)."""
         message = event.message
         original = rejection.event if rejection.event is not None else event.value
@@ -167,9 +176,7 @@ class EventPipeline:
         }
         metrics.deadlettered[str(rejection.reason)] += 1
         logger.info("dead-lettered %s: %s", _where(event), rejection)
-        await self.app.topic(self.app.topic_names.deadletter).send(
-            key=message.key, value=_pack_safely(record)
-        )
+        await emit(self.app.topic_names.deadletter, message.key, _pack_safely(record))
 
 
 def _pack_safely(record: dict[str, Any]) -> bytes:
@@ -180,13 +187,13 @@ def _pack_safely(record: dict[str, Any]) -> bytes:
         return codec.pack(record)
 
 
-def _is_storage_failure(exc: BaseException) -> bool:
+def is_storage_failure(exc: BaseException) -> bool:
     """RocksDB (rocksdict) raises plain ``Exception("IO error: …")``; the OS raises OSError."""
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
     return str(exc).startswith(("IO error", "Corruption"))
 
 
-def _where(event: EventT) -> str:
+def _where(event: InputEvent) -> str:
     m = event.message
     return f"{m.topic}[{m.partition}]@{m.offset}"

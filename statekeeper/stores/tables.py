@@ -32,6 +32,7 @@ from __future__ import annotations
 from faust.types import TableT
 
 from statekeeper.app import app
+from statekeeper.stores.staged import StagedTable
 
 
 def bytes_table(name: str, help_text: str) -> TableT:
@@ -57,3 +58,10 @@ lifecycle_resources = bytes_table("lifecycle-resources", "live resources with ex
 lifecycle_ended = bytes_table("lifecycle-ended", "receipts of ended resources (dedupe, replay)")
 lifecycle_deadlines = bytes_table("lifecycle-deadlines", "resource expiry and receipt deadlines")
 lifecycle_stats = bytes_table("lifecycle-stats", "resources by tenant and kind, per partition")
+
+# The workflow pattern writes through staged views (batched path, stores/staged.py).
+staged_items = StagedTable(workflow_items)
+staged_history = StagedTable(workflow_history)
+staged_counts = StagedTable(workflow_counts)
+staged_deadlines = StagedTable(workflow_deadlines)
+staged_retention = StagedTable(workflow_retention)

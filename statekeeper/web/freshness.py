@@ -12,6 +12,7 @@ from contextvars import ContextVar
 
 from faust.types import TP
 
+from statekeeper.agents.batched import batched_inputs
 from statekeeper.agents.pipeline import processed_offsets
 from statekeeper.app import app
 
@@ -55,6 +56,9 @@ def freshness_headers(path: str, partition: int) -> dict[str, str]:
 
 def highwater(tp: TP) -> int | None:
     """The consumer's last fetched high-water mark of ``tp``; None before any fetch."""
+    batched = batched_inputs.get(tp.topic)
+    if batched is not None:
+        return batched.highwater(tp.partition)
     try:
         return app.consumer.highwater(tp)
     except (AssertionError, KeyError, RuntimeError):  # no fetch for it yet

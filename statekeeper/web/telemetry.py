@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from faust.types import TP
 
+from statekeeper.agents.batched import batched_inputs
 from statekeeper.agents.pipeline import processed_offsets
 from statekeeper.app import app
 from statekeeper.web.freshness import highwater, lag
@@ -78,7 +79,8 @@ def render() -> str:
 def _lags() -> dict[TP, int]:
     inputs = set(app.topic_names.inputs())
     lags: dict[TP, int] = {}
-    for tp in app.assignor.assigned_actives():
+    batched = [TP(tp.topic, tp.partition) for b in batched_inputs.values() for tp in b.owned()]
+    for tp in [*app.assignor.assigned_actives(), *batched]:
         if tp.topic not in inputs:
             continue
         high = highwater(tp)

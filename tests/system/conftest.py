@@ -74,6 +74,8 @@ async def committed_behind(bootstrap: str, dep: Deployment, group: str) -> int:
     try:
         ends = await consumer.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group)
+        # workflow events take the batched path, which commits under its own group
+        committed.update(await admin.list_consumer_group_offsets(f"{group}-workflow"))
     finally:
         await consumer.stop()
         await admin.close()

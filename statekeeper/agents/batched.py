@@ -1,0 +1,301 @@
+"""The batched input path: read owned partitions in bulk, apply a batch at a time.
+
+faust's per-record stream delivers a few thousand records a second on our machine, whatever
+the handler does (README "Performance"). A pattern on this path keeps faust for what it
+does well — group membership, the partition assignment its tables follow, table recovery
+and standbys, routing queries to owners — and reads its input topic itself:
+
+1. one aiokafka consumer (no group membership: faust's assignment decides) reads the input
+   partitions whose tables this worker owns, from the offsets committed for them under the
+   group ``{app id}-{pattern}``;
+2. each partition's records are handled in offset order through the pattern's
+   :class:`~statekeeper.agents.pipeline.EventPipeline`; table writes and output records
+   are staged (:mod:`statekeeper.stores.staged`), clock work (deadlines) runs first;
+3. everything staged is produced — output records and one changelog record per written
+   key — and every acknowledgement awaited; then the input offsets are committed; then
+   RocksDB gets one write batch per table partition, holding faust's persisted changelog
+   offset, so faust's own recovery never re-reads what is already there.
+
+A crash before the commit re-reads the batch: handlers are replay-safe (a record already
+applied is recognised by its id and source offset), outputs may repeat, nothing is lost.
+A crash after the commit and before the RocksDB write leaves the changelog ahead of
+RocksDB; faust's recovery replays it at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from faust.types import TableT
+from rocksdict import WriteBatch
+
+from statekeeper.agents.pipeline import (
+    EXIT_CANNOT_STORE,
+    EventPipeline,
+    is_storage_failure,
+    processed_offsets,
+)
+from statekeeper.app import app
+from statekeeper.connections import kafka_options
+from statekeeper.stores.scan import active_partitions
+from statekeeper.stores.staged import Staging, staging
+
+logger = logging.getLogger(__name__)
+
+OFFSET_KEY = b"__faust\0offset__"  # where faust's RocksDB store keeps its changelog offset
+MAX_RECORDS = 4_000  # per fetch, all partitions together
+MAX_BATCH_BYTES = 512 * 1024  # produce batches; the broker accepts 1 MiB by default
+EXIT_SOFTWARE = 70  # an internal error: restart; uncommitted records are read again
+
+batched_inputs: dict[str, BatchedInput] = {}
+"""Input topic -> the runner reading it (for lag and freshness figures)."""
+
+Tick = Callable[[int, int], Awaitable[None]]
+"""Clock work for (partition, now in ms), staged like a record's."""
+
+
+class InputRecord:
+    """The shape :class:`EventPipeline` reads (``event.message``, ``event.value``)."""
+
+    __slots__ = ("message", "value")
+
+    def __init__(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.message = record
+        self.value = record.value
+
+
+class BatchedInput:
+    """Reads ``pipeline.topic`` for the partitions of ``owner`` this worker owns."""
+
+    def __init__(
+        self,
+        pattern: str,
+        pipeline: EventPipeline,
+        owner: TableT,
+        *,
+        tick: Tick | None = None,
+        tick_interval_s: float = 1.0,
+        before_start: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.pattern = pattern
+        self.pipeline = pipeline
+        self.owner = owner
+        self.tick = tick
+        self.tick_interval_s = tick_interval_s
+        self.before_start = before_start
+        self.group = f"{app.settings.app_id}-{pattern}"
+        self.lock = asyncio.Lock()
+        self.partitions: set[int] = set()
+        self.next_tick: dict[int, float] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        batched_inputs[pipeline.topic] = self
+        app.task(self.run)
+        app.on_partitions_revoked.connect(self.on_revoked)
+
+    def tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.pipeline.topic, partition)
+
+    def owned(self) -> list[TopicPartition]:
+        """The input partitions this worker reads now."""
+        return [self.tp(p) for p in sorted(self.partitions)]
+
+    def highwater(self, partition: int) -> int | None:
+        """Last fetched high-water mark of an owned input partition."""
+        if self.consumer is None or partition not in self.partitions:
+            return None
+        high: int | None = self.consumer.highwater(self.tp(partition))
+        return high
+
+    async def on_revoked(self, *args: Any, **kwargs: Any) -> None:
+        """Finish the batch in hand before faust hands the partitions to someone else."""
+        async with self.lock:
+            self.partitions = set()
+            if self.consumer is not None:
+                self.consumer.assign([])
+
+    async def run(self) -> None:
+        """The worker task: until the app stops."""
+        if self.before_start is not None:
+            await self.before_start()
+        options = kafka_options(app.settings)
+        self.consumer = AIOKafkaConsumer(
+            **options,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=4 * 2**20,
+        )
+        self.producer = AIOKafkaProducer(
+            **options, acks="all", enable_idempotence=True, max_batch_size=MAX_BATCH_BYTES
+        )
+        await self.consumer.start()
+        await self.producer.start()
+        logger.info(
+            "%s: batched input on %s (group %s)", self.pattern, self.pipeline.topic, self.group
+        )
+        try:
+            while True:
+                await self._cycle()
+        except Exception:  # a bug here would stall the pattern silently: stop instead
+            logger.critical("%s: batched input failed; exiting", self.pattern, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_SOFTWARE)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _cycle(self) -> None:
+        if not app.is_ready():
+            await asyncio.sleep(0.05)
+            return
+        async with self.lock:
+            if app.rebalancing:
+                return
+            owned = active_partitions(app, self.owner)
+            if owned != self.partitions:
+                await self._assign(owned)
+            if not self.partitions:
+                sleep = True
+            else:
+                sleep = False
+                await self._batch()
+        if sleep:
+            await asyncio.sleep(0.1)
+
+    async def _assign(self, owned: set[int]) -> None:
+        """Read ``owned`` from their committed offsets (kept partitions too: cheap, safe)."""
+        assert self.consumer is not None
+        tps = [self.tp(p) for p in sorted(owned)]
+        self.consumer.assign(tps)
+        starts = await self._committed(tps)
+        for tp in tps:
+            if starts.get(tp) is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, starts[tp])
+        self.partitions = owned
+        self.next_tick = {p: 0.0 for p in owned}
+        logger.info("%s: reading partitions %s from %s", self.pattern, sorted(owned), starts)
+
+    async def _committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """Our group's offsets; for a partition it never committed, faust's (an upgrade)."""
+        assert self.consumer is not None
+        starts = {tp: await self.consumer.committed(tp) for tp in tps}
+        missing = [tp for tp, offset in starts.items() if offset is None]
+        if missing:
+            admin = AIOKafkaAdminClient(**kafka_options(app.settings))
+            await admin.start()
+            try:
+                earlier = await admin.list_consumer_group_offsets(
+                    app.settings.app_id, partitions=missing
+                )
+            finally:
+                await admin.close()
+            for tp, meta in earlier.items():
+                if meta.offset >= 0:
+                    starts[tp] = meta.offset
+        return starts
+
+    async def _batch(self) -> None:
+        assert self.consumer is not None
+        fetched = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+        now = time.monotonic()
+        batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = []
+        for partition in sorted(self.partitions):
+            records = fetched.get(self.tp(partition), [])
+            ticking = self.tick is not None and now >= self.next_tick.get(partition, 0.0)
+            if not records and not ticking:
+                continue
+            batch = Staging(partition)
+            with staging(batch):
+                if ticking and self.tick is not None:
+                    self.next_tick[partition] = now + self.tick_interval_s
+                    await self.tick(partition, int(time.time() * 1000))
+                for record in records:
+                    batch.offset = record.offset
+                    await self.pipeline.handle_record(InputRecord(record))
+            batches.append((batch, records))
+        if batches:
+            await self._apply(batches)
+
+    async def _apply(
+        self, batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
+    ) -> None:
+        """Produce, await every ack, commit, then write RocksDB (see the module docstring)."""
+        try:
+            changelog_offsets = await self._produce([batch for batch, _ in batches])
+            commits = {
+                self.tp(batch.partition): records[-1].offset + 1
+                for batch, records in batches
+                if records
+            }
+            if commits:
+                assert self.consumer is not None
+                await self.consumer.commit(commits)
+        except Exception as exc:  # broker trouble: nothing is applied, read the batch again
+            logger.warning("%s: batch not applied (%r); reading it again", self.pattern, exc)
+            await self._assign(set(self.partitions))
+            await asyncio.sleep(0.5)
+            return
+        for batch, records in batches:
+            self._write(batch, changelog_offsets)
+            if records:
+                processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
+
+    async def _produce(self, batches: list[Staging]) -> dict[tuple[TableT, int], int]:
+        """Send every output and changelog record; the last changelog offset per partition."""
+        assert self.producer is not None
+        producer = self.producer
+        outputs: list[asyncio.Future[Any]] = []
+        changes: list[tuple[TableT, int, asyncio.Future[Any]]] = []
+        for batch in batches:
+            for topic, out_key, out_value, headers in batch.outputs:
+                sent = await producer.send(topic, value=out_value, key=out_key, headers=headers)
+                outputs.append(sent)
+            for table, writes in batch.writes.items():
+                changelog = table.changelog_topic.get_topic_name()
+                for key, value in writes.items():
+                    sent = await producer.send(
+                        changelog, value=value, key=key, partition=batch.partition
+                    )
+                    changes.append((table, batch.partition, sent))
+        await asyncio.gather(*outputs)
+        acks = await asyncio.gather(*(sent for _, _, sent in changes))
+        offsets: dict[tuple[TableT, int], int] = {}
+        for (table, partition, _), ack in zip(changes, acks, strict=True):
+            offsets[(table, partition)] = max(offsets.get((table, partition), -1), ack.offset)
+        return offsets
+
+    def _write(self, batch: Staging, changelog_offsets: dict[tuple[TableT, int], int]) -> None:
+        """One RocksDB write batch per table partition; fail-stop when the disk refuses."""
+        try:
+            for table, writes in batch.writes.items():
+                rows = WriteBatch(raw_mode=True)
+                for key, value in writes.items():
+                    if value is None:
+                        rows.delete(key)
+                    else:
+                        rows.put(key, value)
+                offset = changelog_offsets[(table, batch.partition)]
+                rows.put(OFFSET_KEY, str(offset).encode())
+                table.data._db_for_partition(batch.partition).write(rows)  # type: ignore[attr-defined]
+        except Exception as exc:
+            if not is_storage_failure(exc):
+                raise
+            logger.critical(
+                "cannot write table state in the data dir %s: %s. Disk full? Free space and "
+                "restart the worker: the changelog already holds this batch and is replayed "
+                "into RocksDB at start. Exiting (code %d).",
+                app.settings.worker_data_dir, exc, EXIT_CANNOT_STORE,
+            )  # fmt: skip
+            logging.shutdown()
+            os._exit(EXIT_CANNOT_STORE)
