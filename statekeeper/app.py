@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 
+from statekeeper import faust_fixes
 from statekeeper.connections import faust_credentials
 from statekeeper.settings import Settings, get_settings
 from statekeeper.topics.admin import ensure_topics
@@ -59,6 +60,7 @@ class StatekeeperApp(faust.App):
 
 def create_app(settings: Settings) -> StatekeeperApp:
     """Build the App from settings (no agents or views yet; see :mod:`statekeeper.worker`)."""
+    faust_fixes.install()
     servers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
     return StatekeeperApp(
         settings,

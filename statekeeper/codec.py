@@ -27,26 +27,30 @@ def unpack(data: bytes) -> Any:
         raise DecodeError(
             f"not a single msgpack value ({type(exc).__name__}: {exc})"[:300]
         ) from None
-    if nesting_depth(value) > MAX_DEPTH:
+    if _deeper_than(value, MAX_DEPTH):
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     return value
 
 
-def nesting_depth(value: Any) -> int:
-    """Depth of nested maps/lists (a scalar is 0), computed without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
-        stack.extend((child, depth) for child in children)
-    return deepest
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when maps/lists nest more than ``limit`` levels (a scalar is 0).
+
+    Recursive, but never deeper than ``limit`` + 1 frames: it stops as soon as the limit is
+    passed, so hostile input cannot exhaust the stack. Hot path: every record goes through.
+    """
+    if limit < 0:
+        return True
+    kind = type(value)
+    if kind is dict:
+        children = value.values()
+    elif kind is list:
+        children = value
+    else:
+        return False
+    for child in children:
+        if type(child) in _CONTAINERS and _deeper_than(child, limit - 1):
+            return True
+    return limit == 0
+
+
+_CONTAINERS = (dict, list)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from statekeeper.agents.pipeline import (
     EXIT_CANNOT_STORE,
     EventPipeline,
     is_storage_failure,
+    murmur2_partition,
     processed_offsets,
 )
 from statekeeper.app import app
@@ -50,12 +52,14 @@ from statekeeper.stores.staged import Staging, staging
 logger = logging.getLogger(__name__)
 
 OFFSET_KEY = b"__faust\0offset__"  # where faust's RocksDB store keeps its changelog offset
-MAX_RECORDS = 4_000  # per fetch, all partitions together
-MAX_BATCH_BYTES = 512 * 1024  # produce batches; the broker accepts 1 MiB by default
+MAX_RECORDS = 2_000  # per fetch, all partitions together (see _send: one request per flush)
+MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 EXIT_SOFTWARE = 70  # an internal error: restart; uncommitted records are read again
 
 batched_inputs: dict[str, BatchedInput] = {}
 """Input topic -> the runner reading it (for lag and freshness figures)."""
+
+Headers = list[tuple[str, bytes]]
 
 Tick = Callable[[int, int], Awaitable[None]]
 """Clock work for (partition, now in ms), staged like a record's."""
@@ -94,6 +98,7 @@ class BatchedInput:
         self.lock = asyncio.Lock()
         self.partitions: set[int] = set()
         self.next_tick: dict[int, float] = {}
+        self.partition_counts: dict[str, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         batched_inputs[pipeline.topic] = self
@@ -252,28 +257,61 @@ class BatchedInput:
                 processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
 
     async def _produce(self, batches: list[Staging]) -> dict[tuple[TableT, int], int]:
-        """Send every output and changelog record; the last changelog offset per partition."""
-        assert self.producer is not None
-        producer = self.producer
-        outputs: list[asyncio.Future[Any]] = []
-        changes: list[tuple[TableT, int, asyncio.Future[Any]]] = []
+        """Send every output and changelog record; the last changelog offset per partition.
+
+        Records go out as one produce batch per topic partition (the idempotent producer
+        keeps them in order); the per-record ``send`` path costs more than the handlers.
+        """
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Headers]]] = {}
+        changelogs: dict[tuple[str, int], TableT] = {}
         for batch in batches:
-            for topic, out_key, out_value, headers in batch.outputs:
-                sent = await producer.send(topic, value=out_value, key=out_key, headers=headers)
-                outputs.append(sent)
+            for topic, key, value, headers in batch.outputs:
+                partition = await self._partition_for(topic, key)
+                groups.setdefault((topic, partition), []).append((key, value, headers))
             for table, writes in batch.writes.items():
-                changelog = table.changelog_topic.get_topic_name()
-                for key, value in writes.items():
-                    sent = await producer.send(
-                        changelog, value=value, key=key, partition=batch.partition
-                    )
-                    changes.append((table, batch.partition, sent))
-        await asyncio.gather(*outputs)
-        acks = await asyncio.gather(*(sent for _, _, sent in changes))
+                where = (table.changelog_topic.get_topic_name(), batch.partition)
+                changelogs[where] = table
+                rows = groups.setdefault(where, [])
+                rows.extend((key, value, []) for key, value in writes.items())
+        sent = [
+            await self._send(topic, partition, rows) for (topic, partition), rows in groups.items()
+        ]
         offsets: dict[tuple[TableT, int], int] = {}
-        for (table, partition, _), ack in zip(changes, acks, strict=True):
-            offsets[(table, partition)] = max(offsets.get((table, partition), -1), ack.offset)
+        for (topic, partition), chunks in zip(groups, sent, strict=True):
+            last = -1
+            for count, future in chunks:
+                last = (await future).offset + count - 1
+            if (topic, partition) in changelogs:
+                offsets[(changelogs[(topic, partition)], partition)] = last
         return offsets
+
+    async def _send(
+        self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, Headers]]
+    ) -> list[tuple[int, asyncio.Future[Any]]]:
+        """Append ``rows`` to produce batches; (records, delivery) per batch sent."""
+        assert self.producer is not None
+        chunks: list[tuple[int, asyncio.Future[Any]]] = []
+        builder, count = self.producer.create_batch(), 0
+        for key, value, headers in rows:
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                chunks.append(
+                    (count, await self.producer.send_batch(builder, topic, partition=partition))
+                )
+                builder, count = self.producer.create_batch(), 0
+                builder.append(key=key, value=value, timestamp=None, headers=headers)
+            count += 1
+        chunks.append((count, await self.producer.send_batch(builder, topic, partition=partition)))
+        return chunks
+
+    async def _partition_for(self, topic: str, key: bytes | None) -> int:
+        """The partition Kafka's default partitioner picks (random for no key)."""
+        count = self.partition_counts.get(topic)
+        if count is None:
+            assert self.producer is not None
+            count = self.partition_counts[topic] = len(await self.producer.partitions_for(topic))
+        if key is None:
+            return random.randrange(count)
+        return murmur2_partition(key, count)
 
     def _write(self, batch: Staging, changelog_offsets: dict[tuple[TableT, int], int]) -> None:
         """One RocksDB write batch per table partition; fail-stop when the disk refuses."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 from faust.exceptions import PartitionsMismatch
 
 from statekeeper import codec
@@ -50,9 +51,10 @@ class InputEvent(Protocol):
     def value(self) -> Any: ...
 
 
+@functools.lru_cache(maxsize=65_536)
 def murmur2_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key``."""
-    return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
+    """The partition Kafka's default partitioner gives ``key`` (pure Python, so cached)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class EventPipeline:

@@ -107,9 +107,12 @@ async def record_change(
     key: bytes, before: Item | None, change: Change, definition: WorkflowDefinition | None
 ) -> None:
     """Write every table an applied change touches, then emit its status record."""
-    item = dataclasses.replace(change.item, deadline=sla_deadline(change.item, definition))
-    retention = policy_for(item.tenant, "workflow").max_age_ms
-    item = dataclasses.replace(item, purge_at=purge_deadline(before, item, retention))
+    retention = policy_for(change.item.tenant, "workflow").max_age_ms
+    item = dataclasses.replace(
+        change.item,
+        deadline=sla_deadline(change.item, definition),
+        purge_at=purge_deadline(before, change.item, retention),
+    )
     staged_items[key] = item.to_bytes()
     staged_history[history_key(key, item.version)] = codec.pack(change.status)
     if before is None or (before.state, before.condition) != (item.state, item.condition):

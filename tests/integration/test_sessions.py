@@ -334,12 +334,6 @@ async def first_notice(bootstrap: str, topic: str, timeout: float = 60) -> None:
         await consumer.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, intermittent: after a SIGKILL during a closing wave, a few sessions' "
-    "session.closed notices are missing; likely the same lost-record-across-restart bug as "
-    "tests/system/test_crashes.py (see the issue 8 note)",
-)
 async def test_sigkill_while_closing_loses_no_notice(deployment: Deployment) -> None:
     keys = [f"c-{n}" for n in range(150)]
     worker = deployment.start()

@@ -1,0 +1,65 @@
+"""A correction to faust-streaming 0.15.3 that stops it from skipping input records.
+
+At the end of table recovery, ``Recovery.on_recovery_completed`` (as installed) resumes the
+stream partitions, *then* seeks them to their committed offsets, *then* resumes
+``app.flow_control``, which empties every stream queue. The consumer is already fetching
+(recovery resumed it to read the changelogs), so records fetched between the first and
+the last step are put on the agents' queues and then thrown away, while the fetch position
+has moved past them. faust then sees the next record far above its read offset, books the
+skipped offsets as a gap (acknowledged), and the next commit moves past records no agent
+ever handled. Found by the SIGKILL system tests: after a restart, a few records right
+after the committed offset were never applied (README "Reliability").
+
+The correction keeps the stream partitions paused until the queues have been emptied:
+the method runs unchanged, except that its ``consumer.resume_partitions`` call is held back
+until just after ``flow_control.resume()``. Seek, clear, then fetch — the order the rest of
+faust uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faust.tables.recovery import Recovery
+from faust.types import TP
+
+logger = logging.getLogger(__name__)
+
+_installed_on_recovery_completed = Recovery.on_recovery_completed
+
+
+async def _on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
+    """``Recovery.on_recovery_completed`` with stream partitions resumed after the clear."""
+    consumer: Any = self.app.consumer
+    flow: Any = self.app.flow_control
+    held: list[set[TP]] = []
+    resume_partitions = consumer.resume_partitions
+    resume_flow = flow.resume
+
+    def hold(tps: Any) -> None:
+        held.append(set(tps))
+
+    def resume_then_release() -> None:
+        resume_flow()  # empties the stream queues: nothing fetched after the seek is there
+        while held:
+            resume_partitions(held.pop(0))
+
+    streams = {tp for tp in consumer.assignment() if not self._is_changelog_tp(tp)}
+    consumer.pause_partitions(streams)
+    consumer.resume_partitions = hold
+    flow.resume = resume_then_release
+    try:
+        await _installed_on_recovery_completed(self, generation_id)
+    finally:
+        del consumer.resume_partitions
+        del flow.resume
+        while held:  # the method returned before resuming (another rebalance began)
+            resume_partitions(held.pop(0))
+
+
+def install() -> None:
+    """Patch faust once per process (idempotent)."""
+    if Recovery.on_recovery_completed is not _on_recovery_completed:
+        Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+        logger.debug("faust Recovery.on_recovery_completed: stream partitions resumed last")
