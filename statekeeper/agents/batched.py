@@ -226,7 +226,7 @@ class BatchedInput:
                     self.next_tick[partition] = now + self.tick_interval_s
                     await self.tick(partition, int(time.time() * 1000))
                 for record in records:
-                    batch.offset = record.offset
+                    batch.offset, batch.timestamp_ms = record.offset, record.timestamp
                     await self.pipeline.handle_record(InputRecord(record))
             batches.append((batch, records))
         if batches:

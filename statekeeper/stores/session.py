@@ -293,11 +293,11 @@ def closed_marker(
     session: Session,
     reason: str,
     closed_at: int,
-    notice: bytes,
+    notice: bytes | None,
     source: tuple[str, int, int],
     settle_at: int,
 ) -> Closed:
-    """The memory of a session just closed, holding its notice until it is settled."""
+    """The memory of a session just closed (``notice``: a copy kept until settled)."""
     return Closed(
         reason=reason,
         closed_at=closed_at,

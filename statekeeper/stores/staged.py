@@ -42,6 +42,8 @@ class Staging:
         self.partition = partition
         self.offset = -1
         """Source offset of the record being handled (-1 for clock work)."""
+        self.timestamp_ms: int | None = None
+        """Kafka timestamp of the record being handled (None for clock work)."""
         self.writes: dict[TableT, dict[bytes, bytes | None]] = {}
         self.outputs: list[Output] = []
 

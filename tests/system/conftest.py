@@ -74,8 +74,9 @@ async def committed_behind(bootstrap: str, dep: Deployment, group: str) -> int:
     try:
         ends = await consumer.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group)
-        # workflow events take the batched path, which commits under its own group
-        committed.update(await admin.list_consumer_group_offsets(f"{group}-workflow"))
+        # workflow and session events take the batched path: offsets under their own groups
+        for batched in ("workflow", "session"):
+            committed.update(await admin.list_consumer_group_offsets(f"{group}-{batched}"))
     finally:
         await consumer.stop()
         await admin.close()
