@@ -1,11 +1,14 @@
 """Cached results built from a workflow's state go stale when the workflow changes.
 
-This agent reads ``statekeeper.workflow.status`` (within the app's consumer group, so each
-status record is seen by one worker; the tag tokens it replaces live in Redis, shared by
-all) and invalidates the tag ``workflow:{name}`` of the record's tenant. It writes no
-table. Bursts are debounced per (tenant, tag): the first change invalidates at once, later
-ones within ``STATEKEEPER_CACHE_INVALIDATION_DEBOUNCE_S`` are folded into one invalidation
-at the end of that window, so a change is never later than the window to take effect.
+A task on every worker reads ``statekeeper.workflow.status`` in the consumer group
+``{app id}-cache-invalidation`` (so each status record is seen by one worker; the tag
+tokens it replaces live in Redis, shared by all) and invalidates the tag
+``workflow:{name}`` of the record's tenant. It writes no table, so it reads in bulk with
+aiokafka rather than through faust's per-record stream, which could not keep up with the
+batched workflow path. Bursts are debounced per (tenant, tag): the first change
+invalidates at once, later ones within ``STATEKEEPER_CACHE_INVALIDATION_DEBOUNCE_S`` are
+folded into one invalidation at the end of that window, so a change is never later than
+the window to take effect.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from aiokafka import AIOKafkaConsumer
+
 from statekeeper import codec
 from statekeeper.app import app
+from statekeeper.connections import kafka_options
 from statekeeper.metrics import metrics
 from statekeeper.stores.cache import cache
 
@@ -77,15 +83,36 @@ class Debouncer:
 debouncer = Debouncer(app.settings.cache_invalidation_debounce_s, cache.invalidate)
 
 
-@app.agent(app.topic(app.topic_names.workflow_status))
-async def cache_invalidation(stream):  # type: ignore[no-untyped-def]
+@app.task
+async def cache_invalidation() -> None:
     """Invalidate ``workflow:{name}`` of the tenant for every status record."""
-    async for value in stream:
-        try:
-            record = codec.unpack(value)
-            tenant, workflow = record["tenant"], record["workflow"]
-        except (codec.DecodeError, KeyError, TypeError):
-            logger.warning("status record without tenant and workflow ignored")
-            continue
-        if isinstance(tenant, str) and isinstance(workflow, str):
-            debouncer.note(tenant, f"workflow:{workflow}")
+    consumer = AIOKafkaConsumer(
+        app.topic_names.workflow_status,
+        **kafka_options(app.settings),
+        group_id=f"{app.settings.app_id}-cache-invalidation",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while True:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in fetched.values():
+                for record in records:
+                    note_status(record.value)
+            if fetched:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+def note_status(value: bytes | None) -> None:
+    """Schedule the invalidation one status record calls for."""
+    try:
+        record = codec.unpack(value) if value is not None else None
+        tenant, workflow = record["tenant"], record["workflow"]  # type: ignore[index]
+    except (codec.DecodeError, KeyError, TypeError):
+        logger.warning("status record without tenant and workflow ignored")
+        return
+    if isinstance(tenant, str) and isinstance(workflow, str):
+        debouncer.note(tenant, f"workflow:{workflow}")

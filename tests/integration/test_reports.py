@@ -66,7 +66,8 @@ async def status_stream_consumed(dep: Deployment, workers: list[WorkerProcess]) 
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(dep.env["STATEKEEPER_APP_ID"])
+        group = f"{dep.env['STATEKEEPER_APP_ID']}-cache-invalidation"
+        committed = await admin.list_consumer_group_offsets(group)
         ours = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
         ends = await consumer.end_offsets(list(ours)) if ours else {}
     finally:
