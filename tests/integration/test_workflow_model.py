@@ -130,13 +130,6 @@ async def test_two_workers_answer_for_all_partitions(deployment: Deployment) -> 
     assert owners == {first.url, second.url}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, intermittent (1 of ~6 full runs today): after the SIGKILLs the "
-    "per-partition "
-    "counts drifted by one (active 37 / failed 28 vs the model's 38 / 27) while passing other "
-    "runs; same family as tests/system/test_crashes.py (see the issue 3 and 8 notes)",
-)
 async def test_sigkill_mid_run_loses_nothing_and_doubles_nothing(deployment: Deployment) -> None:
     rng = random.Random(99)
     stream = random_stream(rng, items=300)

@@ -28,14 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, intermittent (about half the runs here): after a SIGKILL, a workflow "
-    "item can miss a transition the worker had taken from the input, while later records of "
-    "the same partition are applied (seen: item-73, its v2 'sent' never in history, the next "
-    "worker resumed past it). Suspect faust's offset bookkeeping across the restart "
-    "(Consumer._drain_messages / _new_offset); see the issue 8 note",
-)
 async def test_sigkill_during_mixed_stream_loses_nothing(
     deployment: Deployment, figures: dict[str, Any]
 ) -> None:
