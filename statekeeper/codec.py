@@ -32,6 +32,11 @@ def unpack(data: bytes) -> Any:
     return value
 
 
+def unpack_stored(data: bytes) -> Any:
+    """Decode bytes this worker wrote itself (table rows): no depth check, hot path."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     """True when maps/lists nest more than ``limit`` levels (a scalar is 0).
 

@@ -113,8 +113,9 @@ async def record_change(
         deadline=sla_deadline(change.item, definition),
         purge_at=purge_deadline(before, change.item, retention),
     )
+    status = codec.pack(change.status)
     staged_items[key] = item.to_bytes()
-    staged_history[history_key(key, item.version)] = codec.pack(change.status)
+    staged_history[history_key(key, item.version)] = status
     if before is None or (before.state, before.condition) != (item.state, item.condition):
         counter_key = counts_key(item.tenant, item.workflow)
         counts = Counts.from_bytes(staged_counts.get(counter_key))
@@ -127,7 +128,7 @@ async def record_change(
         if item.deadline is not None:
             staged_deadlines[deadline_key(item.deadline, key)] = codec.pack([item.state, False])
     schedule(key, before, item)
-    await emit(status_name, key, codec.pack(change.status))
+    await emit(status_name, key, status)
 
 
 async def tick(partition: int, now: int) -> None:

@@ -87,7 +87,7 @@ class Session:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Session:
-        stored = codec.unpack(raw)
+        stored = codec.unpack_stored(raw)
         if stored[0] != STORE_VERSION:
             raise ValueError(f"stored session has schema version {stored[0]}")
         values = dict(zip(_SESSION_FIELDS, stored[1:], strict=True))
@@ -140,7 +140,7 @@ class Closed:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Closed:
-        stored = codec.unpack(raw)
+        stored = codec.unpack_stored(raw)
         if stored[0] != STORE_VERSION:
             raise ValueError(f"stored closed marker has schema version {stored[0]}")
         values = dict(zip(_CLOSED_FIELDS, stored[1:], strict=True))

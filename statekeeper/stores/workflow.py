@@ -60,7 +60,7 @@ class Item:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Item:
-        stored = codec.unpack(raw)
+        stored = codec.unpack_stored(raw)
         if stored[0] != STORE_VERSION:
             raise ValueError(f"stored item has schema version {stored[0]}")
         # Rows written before a field was added lack the trailing fields: their defaults.
@@ -351,7 +351,7 @@ class Counts:
     def from_bytes(cls, raw: bytes | None) -> Counts:
         if raw is None:
             return cls()
-        states, conditions, *purged = codec.unpack(raw)
+        states, conditions, *purged = codec.unpack_stored(raw)
         return cls(states, conditions, purged[0] if purged else 0)
 
     def to_bytes(self) -> bytes:
