@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 OFFSET_KEY = b"__faust\0offset__"  # where faust's RocksDB store keeps its changelog offset
 MAX_RECORDS = 2_000  # per fetch, all partitions together (see _send: one request per flush)
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
+YIELD_EVERY = 50  # records handled between two chances for the web server to answer
 EXIT_SOFTWARE = 70  # an internal error: restart; uncommitted records are read again
 
 batched_inputs: dict[str, BatchedInput] = {}
@@ -225,9 +226,11 @@ class BatchedInput:
                 if ticking and self.tick is not None:
                     self.next_tick[partition] = now + self.tick_interval_s
                     await self.tick(partition, int(time.time() * 1000))
-                for record in records:
+                for n, record in enumerate(records, 1):
                     batch.offset, batch.timestamp_ms = record.offset, record.timestamp
                     await self.pipeline.handle_record(InputRecord(record))
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let queries in: a batch is CPU-bound
             batches.append((batch, records))
         if batches:
             await self._apply(batches)
