@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TICKING_PATTERNS = ("workflow", "session", "conversation", "resource")
-"""Patterns with deadlines, each with an internal tick topic (``agents/clock.py``)."""
+TICKING_PATTERNS = ("conversation", "resource")
+"""Patterns on faust's stream with deadlines, each with an internal tick topic
+(``agents/clock.py``). Workflows and sessions keep their clock in the batched runner."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,11 +66,6 @@ def fill(disk: Path, leave_bytes: int) -> Path:
 
 
 @pytest.mark.timeout(500)
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent, not diagnosed: in one full-suite run the worker restarted after the "
-    "disk was freed left 387 input records uncommitted for 240 s (passes when run alone)",
-)
 async def test_full_data_dir_is_named_in_the_log_and_nothing_is_corrupted(
     deployment: Deployment, small_disk: Path, figures: dict[str, Any]
 ) -> None:
