@@ -12,14 +12,17 @@ and standbys, routing queries to owners — and reads its input topic itself:
    :class:`~statekeeper.agents.pipeline.EventPipeline`; table writes and output records
    are staged (:mod:`statekeeper.stores.staged`), clock work (deadlines) runs first;
 3. everything staged is produced — output records and one changelog record per written
-   key — and every acknowledgement awaited; then the input offsets are committed; then
-   RocksDB gets one write batch per table partition, holding faust's persisted changelog
-   offset, so faust's own recovery never re-reads what is already there.
+   key — and every acknowledgement awaited; then RocksDB gets one write batch per table
+   partition, holding faust's persisted changelog offset (so faust's own recovery never
+   re-reads what is already there); then the input offsets are committed.
 
-A crash before the commit re-reads the batch: handlers are replay-safe (a record already
-applied is recognised by its id and source offset), outputs may repeat, nothing is lost.
-A crash after the commit and before the RocksDB write leaves the changelog ahead of
-RocksDB; faust's recovery replays it at the next start.
+A crash before the acknowledgements re-reads the batch against the state before it. A crash
+after them and before the RocksDB write leaves the changelog ahead of RocksDB; faust's
+recovery replays it at the next start, and the batch is read again. Either way handlers are
+replay-safe (a record already applied is recognised by its id and source offset): outputs
+may repeat, byte-identical, nothing is lost. Queries see a batch once RocksDB has it, right
+after its outputs were acknowledged: a reader of the status or notice stream can be a few
+milliseconds ahead of the HTTP answer.
 """
 
 from __future__ import annotations
@@ -238,17 +241,9 @@ class BatchedInput:
     async def _apply(
         self, batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
     ) -> None:
-        """Produce, await every ack, commit, then write RocksDB (see the module docstring)."""
+        """Produce and await every ack, write RocksDB, then commit (module docstring)."""
         try:
             changelog_offsets = await self._produce([batch for batch, _ in batches])
-            commits = {
-                self.tp(batch.partition): records[-1].offset + 1
-                for batch, records in batches
-                if records
-            }
-            if commits:
-                assert self.consumer is not None
-                await self.consumer.commit(commits)
         except Exception as exc:  # broker trouble: nothing is applied, read the batch again
             logger.warning("%s: batch not applied (%r); reading it again", self.pattern, exc)
             await self._assign(set(self.partitions))
@@ -258,6 +253,17 @@ class BatchedInput:
             self._write(batch, changelog_offsets)
             if records:
                 processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
+        commits = {
+            self.tp(batch.partition): records[-1].offset + 1
+            for batch, records in batches
+            if records
+        }
+        if commits:
+            assert self.consumer is not None
+            try:
+                await self.consumer.commit(commits)
+            except Exception as exc:  # applied already: a later commit covers it
+                logger.warning("%s: commit failed (%r); the next batch commits", self.pattern, exc)
 
     async def _produce(self, batches: list[Staging]) -> dict[tuple[TableT, int], int]:
         """Send every output and changelog record; the last changelog offset per partition.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -42,6 +43,18 @@ def producer(dep: Deployment) -> Producer:
 async def next_matching(reader: StreamReader, timeout_s: float = 30.0) -> dict[str, Any]:
     received = await asyncio.wait_for(reader.__anext__(), timeout_s)
     return received.value
+
+
+async def wait_gone(fetch: Callable[[], Awaitable[Any]], timeout_s: float = 30.0) -> None:
+    """Poll until ``fetch`` answers 404."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await fetch()
+        except NotFound:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "still found"
+        await asyncio.sleep(0.05)
 
 
 async def test_workflow_events_round_trip_through_every_workflow_endpoint(
@@ -161,8 +174,7 @@ async def test_sessions_conversations_and_resources_round_trip(deployment: Deplo
             "s-1",
             "ended",
         )
-        with pytest.raises(NotFound):
-            await api.session("s-1")
+        await wait_gone(lambda: api.session("s-1"))  # RocksDB follows the notice within ms
 
         await p.add_message("u-1", "c-a", "user", "my parcel to Bergen is late")
         await p.add_message("u-1", "c-a", "assistant", "sorry, I will check the parcel", tokens=9)
