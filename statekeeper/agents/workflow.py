@@ -11,7 +11,6 @@ and purges of finished items past retention.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -108,8 +107,7 @@ async def record_change(
 ) -> None:
     """Write every table an applied change touches, then emit its status record."""
     retention = policy_for(change.item.tenant, "workflow").max_age_ms
-    item = dataclasses.replace(
-        change.item,
+    item = change.item.evolve(
         deadline=sla_deadline(change.item, definition),
         purge_at=purge_deadline(before, change.item, retention),
     )

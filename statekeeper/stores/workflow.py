@@ -7,7 +7,7 @@ the event and the definition and returns the new item and its status record, or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from statekeeper import codec
@@ -65,8 +65,14 @@ class Item:
             raise ValueError(f"stored item has schema version {stored[0]}")
         # Rows written before a field was added lack the trailing fields: their defaults.
         values = dict(zip(_ITEM_FIELDS, stored[1:], strict=False))
-        values["recent"] = tuple((event_id, offset) for event_id, offset in values["recent"])
+        values["recent"] = tuple(map(tuple, values["recent"]))
         return cls(**values)
+
+    def evolve(self, **changes: Any) -> Item:
+        """A copy with ``changes`` (``dataclasses.replace``, at half its cost: hot path)."""
+        values = {name: getattr(self, name) for name in _ITEM_FIELDS}
+        values.update(changes)
+        return Item(**values)
 
     def public(self) -> dict[str, Any]:
         """The item as ``GET /v1/workflows/{item}`` shows it."""
@@ -135,7 +141,7 @@ def apply_event(
         _check_expected_version(item, event)
         change = _HANDLERS[event.type](item, event, definition, now_ms)
     recent = (*change.item.recent, (event.id, offset))[-RECENT_IDS:]
-    return Change(replace(change.item, recent=recent), change.status)
+    return Change(change.item.evolve(recent=recent), change.status)
 
 
 def _start(
@@ -243,7 +249,7 @@ _HANDLERS = {
 
 
 def _advance(item: Item, event: Envelope, now_ms: int, **changes: Any) -> Item:
-    return replace(item, version=item.version + 1, updated_at=now_ms, **changes)
+    return item.evolve(version=item.version + 1, updated_at=now_ms, **changes)
 
 
 def _require(definition: WorkflowDefinition | None, item: Item) -> WorkflowDefinition:
