@@ -282,6 +282,10 @@ class BatchedInput:
                 changelogs[where] = table
                 rows = groups.setdefault(where, [])
                 rows.extend((key, value, []) for key, value in writes.items())
+        # Metadata first: a send_batch that has to fetch a topic's metadata yields to the
+        # sender, which would then send the batches queued so far in a request of their own.
+        for topic in {topic for topic, _ in groups}:
+            await self._partition_count(topic)
         sent = [
             await self._send(topic, partition, rows) for (topic, partition), rows in groups.items()
         ]
@@ -303,6 +307,11 @@ class BatchedInput:
         builder, count = self.producer.create_batch(), 0
         for key, value, headers in rows:
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                logger.warning(
+                    "%s: over %d bytes for %s[%d] in one flush, so two produce requests "
+                    "(README Performance, known limit)", self.pattern, MAX_BATCH_BYTES,
+                    topic, partition,
+                )  # fmt: skip
                 chunks.append(
                     (count, await self.producer.send_batch(builder, topic, partition=partition))
                 )
@@ -312,12 +321,17 @@ class BatchedInput:
         chunks.append((count, await self.producer.send_batch(builder, topic, partition=partition)))
         return chunks
 
-    async def _partition_for(self, topic: str, key: bytes | None) -> int:
-        """The partition Kafka's default partitioner picks (random for no key)."""
+    async def _partition_count(self, topic: str) -> int:
+        """Partitions of ``topic``; its metadata is then known to the producer."""
         count = self.partition_counts.get(topic)
         if count is None:
             assert self.producer is not None
             count = self.partition_counts[topic] = len(await self.producer.partitions_for(topic))
+        return count
+
+    async def _partition_for(self, topic: str, key: bytes | None) -> int:
+        """The partition Kafka's default partitioner picks (random for no key)."""
+        count = await self._partition_count(topic)
         if key is None:
             return random.randrange(count)
         return murmur2_partition(key, count)
