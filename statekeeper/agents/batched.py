@@ -232,6 +232,10 @@ class BatchedInput:
                 for n, record in enumerate(records, 1):
                     batch.offset, batch.timestamp_ms = record.offset, record.timestamp
                     await self.pipeline.handle_record(InputRecord(record))
+                    if batch.full() and n < len(records):  # the rest in the next batch
+                        self.consumer.seek(self.tp(partition), record.offset + 1)
+                        records = records[:n]
+                        break
                     if n % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # let queries in: a batch is CPU-bound
             batches.append((batch, records))

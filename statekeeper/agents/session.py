@@ -147,6 +147,8 @@ async def tick(partition: int, now: int) -> None:
     """Work off this partition's due deadlines: expire, forget (and settle old closures)."""
     source = (events_name, partition, -1)
     for entry in due(session_deadlines, partition, now, limit=settings.session_expiry_batch):
+        if _batch().full():
+            return  # the rest next round: one flush stays one produce request
         if entry.value == EXPIRE:
             await _expire(entry, now, source)
         elif entry.value == SETTLE:

@@ -28,6 +28,11 @@ from statekeeper.exceptions import StatekeeperError
 Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 """(topic, key, value, headers) of one record a batch sends."""
 
+FLUSH_BYTES = 800_000
+"""A batch stops growing at this many bytes for one table or topic: one produce batch each
+(the broker's default limit is 1 MiB), so a flush travels in one produce request."""
+RECORD_OVERHEAD = 70  # bytes a record adds to a produce batch besides its key and value
+
 _current: ContextVar[Staging | None] = ContextVar("staging", default=None)
 
 
@@ -46,6 +51,8 @@ class Staging:
         """Kafka timestamp of the record being handled (None for clock work)."""
         self.writes: dict[TableT, dict[bytes, bytes | None]] = {}
         self.outputs: list[Output] = []
+        self.sizes: dict[object, int] = {}
+        """Bytes staged per destination (table or topic), an upper bound."""
 
     def read(self, table: TableT, key: bytes) -> bytes | None:
         pending = self.writes.get(table)
@@ -57,11 +64,20 @@ class Staging:
 
     def write(self, table: TableT, key: bytes, value: bytes | None) -> None:
         self.writes.setdefault(table, {})[key] = value
+        self._count(table, len(key) + (len(value) if value is not None else 0))
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes] | None
     ) -> None:
         self.outputs.append((topic, key, value, list((headers or {}).items())))
+        self._count(topic, len(value) + (len(key) if key is not None else 0))
+
+    def _count(self, destination: object, size: int) -> None:
+        self.sizes[destination] = self.sizes.get(destination, 0) + size + RECORD_OVERHEAD
+
+    def full(self) -> bool:
+        """True once one destination holds :data:`FLUSH_BYTES`: apply this batch now."""
+        return bool(self.sizes) and max(self.sizes.values()) >= FLUSH_BYTES
 
     def __bool__(self) -> bool:
         return bool(self.writes) or bool(self.outputs)

@@ -1,0 +1,42 @@
+"""A batch's staged writes: last value per key, and the size cap that keeps a flush whole."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from statekeeper.stores.staged import FLUSH_BYTES, Staging, current, source_offset, staging
+
+
+def test_last_value_per_key_wins_and_tombstones_are_kept() -> None:
+    table = cast(Any, object())  # only used as a dict key by Staging.write
+    batch = Staging(3)
+    batch.write(table, b"k", b"1")
+    batch.write(table, b"k", b"2")
+    batch.write(table, b"gone", None)
+    assert batch.writes[table] == {b"k": b"2", b"gone": None}
+    assert bool(batch)
+
+
+def test_a_batch_is_full_once_one_destination_reaches_the_cap() -> None:
+    table = cast(Any, object())
+    batch = Staging(0)
+    row = b"x" * 10_000
+    n = 0
+    while not batch.full():
+        batch.write(table, n.to_bytes(4, "big"), row)
+        n += 1
+    assert FLUSH_BYTES // 10_100 <= n <= FLUSH_BYTES // 10_000 + 1
+    other = Staging(0)
+    for m in range(50):  # the same bytes spread over two destinations: not full
+        other.send("status", m.to_bytes(4, "big"), row, None)
+        other.write(table, m.to_bytes(4, "big"), row)
+    assert not other.full()
+
+
+def test_the_current_batch_and_offset_are_scoped_to_the_context() -> None:
+    assert current() is None and source_offset() == -1
+    batch = Staging(1)
+    batch.offset = 42
+    with staging(batch):
+        assert current() is batch and source_offset() == 42
+    assert current() is None
