@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from statekeeper.infra import kafka, redis
 from statekeeper.settings import Settings
+from tests.support.kafka import delete_topics_starting_with
 from tests.support.worker import WorkerProcess
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,8 +90,10 @@ class Deployment:
         return worker.start().wait_ready(timeout=120)
 
     def close(self) -> None:
+        """Kill the workers and delete the run's topics (left behind they slow the broker)."""
         for worker in self.workers:
             worker.kill()
+        delete_topics_starting_with(self.bootstrap, self.prefix, f"bench-{self.run}")
 
 
 def cpu_seconds(pid: int) -> float:

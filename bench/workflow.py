@@ -33,6 +33,7 @@ from bench.common import (
     save,
     total_records,
 )
+from tests.support.kafka import delete_topics_starting_with
 
 FLOW = {
     "states": ["draft", "sent"],
@@ -138,6 +139,7 @@ async def raw_baseline(bootstrap: str, records: list[tuple[bytes, bytes]]) -> di
     finally:
         await consumer.stop()
         await producer.stop()
+        delete_topics_starting_with(bootstrap, f"raw-{run}")
     return {
         "events": done,
         "seconds": round(elapsed, 3),
@@ -196,6 +198,7 @@ async def peer_throughput(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
         peer.terminate()
         peer.wait(30)
         log.close()
+        delete_topics_starting_with(bootstrap, f"quix-{run}", f"changelog__quix-quix-{run}")
 
 
 async def ours_throughput(dep: Deployment, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
