@@ -44,7 +44,7 @@ from statekeeper.stores.session import (
     session_deadlines,
     session_live,
 )
-from statekeeper.stores.staged import StagedTable, Staging, current, emit
+from statekeeper.stores.staged import StagedTable, Staging, emit, in_hand
 from statekeeper.topics.envelope import Envelope
 from statekeeper.topics.rejections import Reason, Rejected
 from statekeeper.topics.session import SESSION_TYPES
@@ -64,12 +64,6 @@ index = StagedTable(session_deadlines)
 Source = tuple[str, int, int]
 
 
-def _batch() -> Staging:
-    batch = current()
-    assert batch is not None, "session writes happen in a batch"
-    return batch
-
-
 def _source(batch: Staging) -> Source:
     return (events_name, batch.partition, batch.offset)
 
@@ -83,7 +77,7 @@ def _event_time(batch: Staging, now: int) -> int:
 async def handle_session_event(envelope: Envelope) -> bool:
     """Apply one session event; False when it is a redelivery with no effect."""
     key = envelope.record_key
-    batch = _batch()
+    batch = in_hand()
     now = now_ms()
     marker = closed_ids.get(key)
     if marker is not None:
@@ -145,9 +139,10 @@ async def close(
 
 async def tick(partition: int, now: int) -> None:
     """Work off this partition's due deadlines: expire, forget (and settle old closures)."""
-    source = (events_name, partition, -1)
+    batch = in_hand()
+    source = _source(batch)
     for entry in due(session_deadlines, partition, now, limit=settings.session_expiry_batch):
-        if _batch().full():
+        if batch.full():
             return  # the rest next round: one flush stays one produce request
         if entry.value == EXPIRE:
             await _expire(entry, now, source)

@@ -22,7 +22,7 @@ from statekeeper.app import app
 from statekeeper.metrics import metrics
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.scan import scan_prefix
-from statekeeper.stores.staged import current, emit
+from statekeeper.stores.staged import emit, in_hand
 from statekeeper.stores.tables import (
     staged_counts,
     staged_deadlines,
@@ -52,9 +52,9 @@ def schedule(key: bytes, before: Item | None, item: Item) -> None:
 
 async def purge_due(partition: int, now: int) -> None:
     """Purge the partition's finished items whose time is up (staged, see above)."""
+    batch = in_hand()
     for entry in due(workflow_retention, partition, now, limit=app.settings.lifecycle_batch):
-        batch = current()
-        if batch is not None and batch.full():
+        if batch.full():
             return  # the rest next round: one flush stays one produce request
         stored = staged_items.get(entry.record_key)
         item = Item.from_bytes(stored) if stored is not None else None

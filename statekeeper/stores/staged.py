@@ -98,6 +98,14 @@ def current() -> Staging | None:
     return _current.get()
 
 
+def in_hand(what: str = "batched work") -> Staging:
+    """The batch being handled in this task; :class:`NotStaging` outside one."""
+    batch = _current.get()
+    if batch is None:
+        raise NotStaging(f"{what} outside a batch")
+    return batch
+
+
 def source_offset() -> int:
     """Offset of the input record being handled (-1 outside a record)."""
     batch = _current.get()
@@ -121,17 +129,11 @@ class StagedTable:
         return batch.read(self.table, key)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._batch().write(self.table, key, value)
+        in_hand(f"{self.table.name} written").write(self.table, key, value)
 
     def __delitem__(self, key: bytes) -> None:
         """A tombstone, whether or not the key is present (replays rely on it)."""
-        self._batch().write(self.table, key, None)
-
-    def _batch(self) -> Staging:
-        batch = _current.get()
-        if batch is None:
-            raise NotStaging(f"{self.table.name} written outside a batch")
-        return batch
+        in_hand(f"{self.table.name} written").write(self.table, key, None)
 
     def __getattr__(self, name: str) -> Any:  # data, changelog_topic, name, … for scans
         return getattr(self.table, name)
