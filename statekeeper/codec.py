@@ -40,11 +40,9 @@ def unpack_stored(data: bytes) -> Any:
 def _deeper_than(value: Any, limit: int) -> bool:
     """True when maps/lists nest more than ``limit`` levels (a scalar is 0).
 
-    Recursive, but never deeper than ``limit`` + 1 frames: it stops as soon as the limit is
-    passed, so hostile input cannot exhaust the stack. Hot path: every record goes through.
+    Recursive, but never more than ``limit`` + 1 frames deep: it stops as soon as the limit
+    is passed, so hostile input cannot exhaust the stack. Hot path: every record goes through.
     """
-    if limit < 0:
-        return True
     kind = type(value)
     if kind is dict:
         children = value.values()
@@ -52,10 +50,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
         children = value
     else:
         return False
-    for child in children:
+    if limit == 0:  # a container where none may be
+        return True
+    for child in children:  # noqa: SIM110 (a loop, not any(): twice as fast here)
         if type(child) in _CONTAINERS and _deeper_than(child, limit - 1):
             return True
-    return limit == 0
+    return False
 
 
 _CONTAINERS = (dict, list)
