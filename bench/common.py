@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from statekeeper.infra import kafka, redis
 from statekeeper.settings import Settings
-from tests.support.kafka import delete_topics_starting_with
+from tests.support.kafka import delete_topics_starting_with, envelope
 from tests.support.worker import WorkerProcess
 
 RESULTS = Path(__file__).parent / "results"
@@ -143,13 +143,4 @@ def monotonic() -> float:
 
 def packed_envelope(kind: str, key: str, data: dict[str, Any], tenant: str = "acme") -> bytes:
     """One msgpack envelope of the contract, stamped now, with a fresh id."""
-    body = {
-        "v": 1,
-        "id": uuid.uuid4().hex,
-        "type": kind,
-        "tenant": tenant,
-        "key": key,
-        "ts": int(time.time() * 1000),
-        "data": data,
-    }
-    return msgpack.packb(body, use_bin_type=True)
+    return msgpack.packb(envelope(kind, key, data, tenant=tenant), use_bin_type=True)
