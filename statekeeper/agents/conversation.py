@@ -4,29 +4,36 @@ Everything an event changes lives in the user's partition (key ``{tenant}/{user}
 message writes three rows (the message, its place in its conversation, its event id) and
 the user record. ``conversation.forget`` deletes rows (changelog tombstones), deletes the
 cached summaries built on them (``cache.delete_tagged``) and sends a
-``conversation.forgotten`` receipt. Clock ticks on the conversation tick topic let the same
-agent enforce retention (``STATEKEEPER_RETENTION``, kind ``conversation``) in-stream, with
-``conversation.purged`` notices.
+``conversation.forgotten`` receipt. Conversation events take the batched path
+(:mod:`statekeeper.agents.batched`): a partition's records are applied in order and its
+writes land together, after Kafka has acknowledged them and the notices they send; between
+batches the same runner enforces retention (``STATEKEEPER_RETENTION``, kind
+``conversation``), with ``conversation.purged`` notices.
+
+Cached summaries are deleted twice: while the forget or purge is handled (the receipt says
+how many there were) and again once the batch is in RocksDB, so a summary computed from the
+old rows in between is not left behind.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-
-from faust import current_event
-from faust.types import EventT
+from collections.abc import Sequence
+from typing import Any
 
 from statekeeper import codec
-from statekeeper.agents.clock import PartitionClock, now_ms
+from statekeeper.agents.batched import BatchedInput
+from statekeeper.agents.clock import now_ms
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.app import app
+from statekeeper.metrics import metrics
 from statekeeper.stores.cache import cache
 from statekeeper.stores.conversation import (
     Message,
     UserRecord,
     id_key,
     message_key,
+    messages_prefix,
     receipt_key,
     seq_of,
     turn_key,
@@ -34,18 +41,16 @@ from statekeeper.stores.conversation import (
     user_prefix,
 )
 from statekeeper.stores.conversation_memory import (
-    all_messages,
     conversation_deadlines,
     conversation_messages,
     conversation_users,
-    read_message,
     search_indexes,
     token_counter,
 )
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.retention import policy_for
-from statekeeper.stores.scan import scan_prefix
-from statekeeper.stores.tick_journal import tombstone
+from statekeeper.stores.scan import scan_prefix_staged
+from statekeeper.stores.staged import StagedTable, emit, in_hand
 from statekeeper.topics.conversation import (
     CONVERSATION_TYPES,
     MESSAGE,
@@ -59,8 +64,15 @@ from statekeeper.topics.envelope import Envelope
 
 logger = logging.getLogger(__name__)
 
-RETENTION_BATCH = 200  # users purged per partition per tick, at most
-notices_topic = app.topic(app.topic_names.lifecycle_notices)
+RETENTION_BATCH = 200  # users purged per partition per round, at most
+notices_name = app.topic_names.lifecycle_notices
+
+messages = StagedTable(conversation_messages)
+users = StagedTable(conversation_users)
+index = StagedTable(conversation_deadlines)
+
+uncached_again: set[tuple[str, str]] = set()
+"""(tenant, cache tag) deleted by the batch in hand: deleted again once it is applied."""
 
 
 def cache_tag(user: str) -> str:
@@ -69,9 +81,15 @@ def cache_tag(user: str) -> str:
 
 
 def _position() -> tuple[int, int]:
-    event = current_event()
-    assert event is not None, "conversation handlers run inside the stream"
-    return event.message.partition, event.message.offset
+    batch = in_hand("a conversation event")
+    return batch.partition, batch.offset
+
+
+async def _uncache(tenant: str, user: str) -> int:
+    """Delete the user's cached summaries now and after the batch; how many there were."""
+    tag = cache_tag(user)
+    uncached_again.add((tenant, tag))
+    return await cache.delete_tagged(tenant, [tag])
 
 
 async def handle_event(envelope: Envelope) -> bool:
@@ -85,39 +103,21 @@ def append(envelope: Envelope) -> bool:
     """Append a message to the user's memory (idempotent by event id)."""
     rk = envelope.record_key
     _, offset = _position()
-    seen = conversation_messages.get(id_key(rk, envelope.id))
+    seen = messages.get(id_key(rk, envelope.id))
     if seen is not None:
-        if codec.unpack(seen) == offset:
-            _rewrite(rk, offset)
+        if codec.unpack(seen) == offset:  # this record, applied before a crash
+            metrics.replayed += 1
         return False
     message = parse_message(envelope, offset, token_counter())
-    raw = conversation_users.get(rk)
+    raw = users.get(rk)
     record = UserRecord.from_bytes(raw) if raw is not None else UserRecord(created_seq=offset)
-    conversation_messages[message_key(rk, offset)] = message.to_bytes()
-    conversation_messages[turn_key(rk, message.conversation, offset)] = b""
-    conversation_messages[id_key(rk, envelope.id)] = codec.pack(offset)
+    messages[message_key(rk, offset)] = message.to_bytes()
+    messages[turn_key(rk, message.conversation, offset)] = b""
+    messages[id_key(rk, envelope.id)] = codec.pack(offset)
     record.add(message)
     _schedule(rk, record, envelope.tenant, now_ms())
-    conversation_users[rk] = record.to_bytes()
+    users[rk] = record.to_bytes()
     return True
-
-
-def _rewrite(rk: bytes, seq: int) -> None:
-    """A replayed record (same id and offset, after a crash): write its rows again.
-
-    RocksDB is written at once but changelog records are acknowledged later, so the
-    change may be local yet missing from the changelog; identical bytes are harmless.
-    """
-    raw = conversation_messages.get(message_key(rk, seq))
-    if raw is None:
-        return
-    message = Message.from_bytes(raw)
-    conversation_messages[message_key(rk, seq)] = raw
-    conversation_messages[turn_key(rk, message.conversation, seq)] = b""
-    conversation_messages[id_key(rk, message.event_id)] = codec.pack(seq)
-    user = conversation_users.get(rk)
-    if user is not None:
-        conversation_users[rk] = user
 
 
 def _schedule(rk: bytes, record: UserRecord, tenant: str, now: int) -> None:
@@ -126,9 +126,9 @@ def _schedule(rk: bytes, record: UserRecord, tenant: str, now: int) -> None:
     if wanted == record.deadline:
         return
     if record.deadline is not None:
-        del conversation_deadlines[deadline_key(record.deadline, rk)]
+        del index[deadline_key(record.deadline, rk)]
     if wanted is not None:
-        conversation_deadlines[deadline_key(wanted, rk)] = b""
+        index[deadline_key(wanted, rk)] = b""
     record.deadline = wanted
 
 
@@ -160,10 +160,10 @@ def _over_size(messages: int, size: int, tokens: int, tenant: str) -> list[str]:
 def _delete_message(rk: bytes, message: Message) -> list[bytes]:
     """Delete a message's rows; returns their keys."""
     keys = [message_key(rk, message.seq), turn_key(rk, message.conversation, message.seq)]
-    if conversation_messages.get(id_key(rk, message.event_id)) is not None:
+    if messages.get(id_key(rk, message.event_id)) is not None:
         keys.append(id_key(rk, message.event_id))
     for key in keys:
-        del conversation_messages[key]
+        del messages[key]
     return keys
 
 
@@ -171,110 +171,100 @@ async def forget(envelope: Envelope) -> bool:
     """Erase one conversation, or all the user has; send the receipt (idempotent by id)."""
     rk = envelope.record_key
     partition, offset = _position()
-    receipt = conversation_messages.get(receipt_key(rk, envelope.id))
-    if receipt is not None:
-        stored_offset, notice, *journal = codec.unpack(receipt)
-        if stored_offset == offset:  # replayed after a crash: receipt and tombstones may be unsent
-            scope = conversation_id(envelope.data.get("conversation"), required=False)
-            await _forget_again(envelope, partition, offset, scope, journal[0] if journal else [])
-            await notices_topic.send(key=rk, value=codec.pack(notice))
-        return False
     conversation = conversation_id(envelope.data.get("conversation"), required=False)
-    raw = conversation_users.get(rk)
+    receipt = messages.get(receipt_key(rk, envelope.id))
+    if receipt is not None:
+        if codec.unpack(receipt)[0] == offset:  # this record, applied before a crash
+            await _forget_again(envelope, partition, offset, conversation)
+            metrics.replayed += 1
+        return False
+    raw = users.get(rk)
     record = UserRecord.from_bytes(raw) if raw is not None else None
-    doomed = list(_doomed(partition, rk, conversation))
-    deleted: list[bytes] = []
+    doomed = _doomed(partition, rk, conversation)
     for message in doomed:
-        deleted += _delete_message(rk, message)
+        _delete_message(rk, message)
         if record is not None:
             record.remove(message)
     if conversation is None:
-        deleted += _delete_leftovers(partition, rk)
+        _delete_leftovers(partition, rk)
     conversations = len({m.conversation for m in doomed})
-    await _settle(rk, record, envelope.tenant)
-    cached = await cache.delete_tagged(envelope.tenant, [cache_tag(envelope.key)])
+    _settle(rk, record, envelope.tenant)
+    cached = await _uncache(envelope.tenant, envelope.key)
     removed = Removed(len(doomed), sum(m.tokens for m in doomed), conversations, cached)
     notice = forgotten_notice(envelope, conversation, removed, now_ms())
-    # The deleted keys go in the receipt: a replay after a crash must send their changelog
-    # tombstones again even though the rows are already gone from RocksDB.
-    conversation_messages[receipt_key(rk, envelope.id)] = codec.pack([offset, notice, deleted])
-    await notices_topic.send(key=rk, value=codec.pack(notice))
+    messages[receipt_key(rk, envelope.id)] = codec.pack([offset, notice])
+    await emit(notices_name, rk, codec.pack(notice))
     logger.info("forgot %s of %r: %s", conversation or "everything", rk, removed)
     return True
 
 
-def _doomed(partition: int, rk: bytes, conversation: str | None) -> Iterable[Message]:
+def _doomed(partition: int, rk: bytes, conversation: str | None) -> list[Message]:
     if conversation is None:
-        return list(all_messages(partition, rk))
-    seqs = [
-        seq_of(k)
-        for k, _ in scan_prefix(conversation_messages, partition, turns_prefix(rk, conversation))
-    ]
-    return [m for m in (read_message(partition, rk, s) for s in seqs) if m is not None]
+        return list(_messages_of(partition, rk))
+    turns = scan_prefix_staged(conversation_messages, partition, turns_prefix(rk, conversation))
+    found = (messages.get(message_key(rk, seq_of(key))) for key, _ in turns)
+    return [Message.from_bytes(raw) for raw in found if raw is not None]
 
 
-def _delete_leftovers(partition: int, rk: bytes) -> list[bytes]:
+def _messages_of(partition: int, rk: bytes) -> list[Message]:
+    """The user's messages in order, as the batch in hand sees them."""
+    rows = scan_prefix_staged(conversation_messages, partition, messages_prefix(rk))
+    return [Message.from_bytes(raw) for _, raw in rows]
+
+
+def _delete_leftovers(partition: int, rk: bytes) -> None:
     """Rows of the user a full forget must not leave behind (receipts stay: no content)."""
     marker = len(user_prefix(rk))
-    keys = [
-        key
-        for key, _ in scan_prefix(conversation_messages, partition, user_prefix(rk))
-        if key[marker : marker + 1] != b"F"
-    ]
-    for key in keys:
-        del conversation_messages[key]
-    return keys
+    for key, _ in scan_prefix_staged(conversation_messages, partition, user_prefix(rk)):
+        if key[marker : marker + 1] != b"F":
+            del messages[key]
 
 
-async def _forget_again(
-    envelope: Envelope, partition: int, offset: int, scope: str | None, deleted: list[bytes]
-) -> None:
-    """Redo a forget replayed after a crash, against what the replay has rebuilt since.
+async def _forget_again(envelope: Envelope, partition: int, offset: int, scope: str | None) -> None:
+    """Redo a forget read again after a crash, against what the batch has appended since.
 
-    The records before the forget were replayed too, and a redelivered message whose id
-    the forget had erased was appended again, under its own (earlier) offset. A message's
-    sequence is the offset that wrote it, so every message in scope below the forget's
-    offset is one the forget erased: it is deleted again; later ones stand. The keys the
-    first pass deleted get their tombstones again (they may never have reached the
-    changelog), and the user record is written as it now stands.
+    The forget's batch reached the changelogs, and so RocksDB, before the crash; its
+    offset did not get committed, so the batch is read again. A message before the forget
+    in that batch whose id the forget had erased is appended again, under its own
+    (earlier) offset. A message's sequence is the offset that wrote it, so every message
+    in scope below the forget's offset is one the forget erased: it is deleted again;
+    later ones stand. The receipt went out with the first pass and is not sent again.
     """
     rk = envelope.record_key
-    raw = conversation_users.get(rk)
+    raw = users.get(rk)
     record = UserRecord.from_bytes(raw) if raw is not None else None
-    for message in _doomed(partition, rk, scope):
-        if message.seq < offset:
-            _delete_message(rk, message)
-            if record is not None:
-                record.remove(message)
-    for key in deleted:
-        tombstone(conversation_messages, key)
-    if record is None:
-        tombstone(conversation_users, rk)
-    await _settle(rk, record, envelope.tenant)
+    again = [m for m in _doomed(partition, rk, scope) if m.seq < offset]
+    for message in again:
+        _delete_message(rk, message)
+        if record is not None:
+            record.remove(message)
+    if again:
+        _settle(rk, record, envelope.tenant)
 
 
-async def _settle(rk: bytes, record: UserRecord | None, tenant: str) -> None:
+def _settle(rk: bytes, record: UserRecord | None, tenant: str) -> None:
     """After removals: delete the user record if empty, else bump its version and reschedule."""
     search_indexes.drop(rk)
     if record is None:
         return
     if record.messages <= 0:
         if record.deadline is not None:
-            del conversation_deadlines[deadline_key(record.deadline, rk)]
-        del conversation_users[rk]
+            del index[deadline_key(record.deadline, rk)]
+        del users[rk]
         return
     record.removals += 1
     _schedule(rk, record, tenant, now_ms())
-    conversation_users[rk] = record.to_bytes()
+    users[rk] = record.to_bytes()
 
 
-async def handle_tick(event: EventT) -> None:
+async def tick(partition: int, now: int) -> None:
     """Purge what retention no longer allows, for every user whose deadline has come."""
-    partition = event.message.partition
-    now = now_ms()
+    batch = in_hand()
     for entry in due(conversation_deadlines, partition, now, limit=RETENTION_BATCH):
-        del conversation_deadlines[entry.index_key]
-        raw = conversation_users.get(entry.record_key)
+        if batch.full():
+            return  # the rest next round: one flush stays one produce request
+        del index[entry.index_key]
+        raw = users.get(entry.record_key)
         if raw is None:
             continue
         record = UserRecord.from_bytes(raw)
@@ -292,7 +282,7 @@ async def purge(partition: int, rk: bytes, record: UserRecord, now: int) -> None
     reasons: set[str] = set()
     removed: list[Message] = []
     oldest: int | None = None
-    for message in list(all_messages(partition, rk)):
+    for message in _messages_of(partition, rk):
         over = _over_size(totals[0], totals[1], totals[2], tenant)
         if over or (cutoff is not None and message.ts < cutoff):
             reasons.update(over or ["max_age"])
@@ -305,28 +295,33 @@ async def purge(partition: int, rk: bytes, record: UserRecord, now: int) -> None
     record.oldest_ts = oldest
     if not removed:
         _schedule(rk, record, tenant, now)
-        conversation_users[rk] = record.to_bytes()
+        users[rk] = record.to_bytes()
         return
-    await _settle(rk, record, tenant)
-    cached = await cache.delete_tagged(tenant, [cache_tag(user)])
+    _settle(rk, record, tenant)
+    cached = await _uncache(tenant, user)
     conversations = len({m.conversation for m in removed})
     summary = Removed(len(removed), sum(m.tokens for m in removed), conversations, cached)
     notice = purged_notice(tenant, user, sorted(reasons), summary, now)
-    await notices_topic.send(key=rk, value=codec.pack(notice))
+    await emit(notices_name, rk, codec.pack(notice))
     logger.info("purged %d messages of %r (%s)", len(removed), rk, ", ".join(sorted(reasons)))
 
 
+class ConversationInput(BatchedInput):
+    """The batched runner, deleting cached summaries again once a batch is applied."""
+
+    async def _apply(self, batches: Sequence[Any]) -> None:
+        await super()._apply(batches)  # type: ignore[arg-type]
+        while uncached_again:
+            tenant, tag = uncached_again.pop()
+            await cache.delete_tagged(tenant, [tag])
+
+
 pipeline = EventPipeline(app, app.topic_names.conversation_events, CONVERSATION_TYPES, handle_event)
-clock = PartitionClock(
-    "conversation", conversation_users, app.settings.conversation_check_interval_s
+
+runner = ConversationInput(
+    "conversation",
+    pipeline,
+    conversation_users,
+    tick=tick,
+    tick_interval_s=app.settings.conversation_check_interval_s,
 )
-
-
-@app.agent(app.topic(app.topic_names.conversation_events, clock.name))
-async def conversation_events(stream):  # type: ignore[no-untyped-def]
-    """Apply conversation events in per-user order; enforce retention on each tick."""
-    async for event in stream.events():
-        if clock.is_tick(event):
-            await handle_tick(event)
-        else:
-            await pipeline.process(event)

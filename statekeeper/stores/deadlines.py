@@ -23,6 +23,10 @@ from statekeeper.stores.scan import scan_range
 
 _WIDTH = 8
 
+LEGACY_JOURNAL = b"\xff\xfftick-journal\x00"
+"""Where versions before the batched path journaled clock ticks in an index: keys after
+every deadline, so never due; listings stop there (entries left by an upgrade are inert)."""
+
 
 class DueEntry(NamedTuple):
     """One index entry whose deadline has passed."""

@@ -13,6 +13,7 @@ from typing import Any
 from faust.types import TP, AppT, TableT
 
 from statekeeper.exceptions import StatekeeperError
+from statekeeper.stores import staged
 
 
 class ScanUnsupported(StatekeeperError):
@@ -70,3 +71,24 @@ def get_in_partition(table: TableT, partition: int, key: bytes) -> bytes | None:
     """Point read from one partition's database (no search across partitions)."""
     db = _db(table, partition)
     return None if db is None else db.get(key)
+
+
+def scan_prefix_staged(table: TableT, partition: int, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """:func:`scan_prefix` as the batch in hand sees it: its pending writes and deletes win.
+
+    The batched path keeps a batch's writes in memory until Kafka has them
+    (:mod:`statekeeper.stores.staged`); a handler that scans what earlier records of the
+    same batch wrote must read through them. Outside a batch it is a plain scan. The rows
+    are collected in memory, so keep it to one entity's rows.
+    """
+    rows = dict(scan_prefix(table, partition, prefix))
+    batch = staged.current()
+    pending = batch.writes.get(table) if batch is not None else None
+    for key, value in (pending or {}).items():
+        if not key.startswith(prefix):
+            continue
+        if value is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = value
+    return sorted(rows.items())

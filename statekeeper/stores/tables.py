@@ -14,7 +14,7 @@ one partition's items, history, counts and deadlines together.
 | ``workflow-deadlines`` | SLA deadline (8 bytes) ``{tenant}/{item}`` | state and version |
 | ``workflow-retention`` | purge deadline (8 bytes) ``{tenant}/{item}`` | item version |
 
-Lifecycle tables are fed by ``statekeeper.lifecycle.events`` (and its tick topic) the same way:
+Lifecycle tables are fed by ``statekeeper.lifecycle.events`` the same way:
 
 | table | key | value |
 |---|---|---|
@@ -23,8 +23,8 @@ Lifecycle tables are fed by ``statekeeper.lifecycle.events`` (and its tick topic
 | ``lifecycle-deadlines`` | deadline (8 bytes) ``{tenant}/{resource}`` | expire (reason) or forget |
 | ``lifecycle-stats`` | ``{tenant}`` NUL ``{kind}`` | ``lifecycle.Stats`` |
 
-Deadline indexes also hold a tick journal under keys starting ``0xFFFF`` (after every
-deadline; :mod:`statekeeper.stores.tick_journal`).
+Versions before the batched path also journaled clock ticks in the deadline indexes, under
+keys after every deadline (``deadlines.LEGACY_JOURNAL``): never due, skipped by listings.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from statekeeper.connections import kafka_options
 from statekeeper.exceptions import ConfigError
 from statekeeper.settings import Settings
-from statekeeper.topics.names import TICKING_PATTERNS, TopicNames
+from statekeeper.topics.names import TopicNames
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +47,6 @@ async def ensure_topics(settings: Settings, names: TopicNames) -> None:
                 topic_configs={"cleanup.policy": "compact"},
             )
         )
-        new += [
-            NewTopic(
-                names.ticks(settings.app_id, pattern),
-                settings.partitions,
-                settings.replication_factor,
-                topic_configs={"retention.ms": str(3600 * 1000)},
-            )
-            for pattern in TICKING_PATTERNS
-        ]
         response = await admin.create_topics(new)
         for name, code, *_ in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TICKING_PATTERNS = ("conversation", "resource")
-"""Patterns on faust's stream with deadlines, each with an internal tick topic
-(``agents/clock.py``). Workflows and sessions keep their clock in the batched runner."""
-
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
@@ -53,10 +49,6 @@ class TopicNames:
     def accepted_definitions(self, app_id: str) -> str:
         """Internal compacted topic of validated definitions, read whole by every worker."""
         return f"{self.prefix}{app_id}-workflow-definitions-accepted"
-
-    def ticks(self, app_id: str, pattern: str) -> str:
-        """Internal topic of clock ticks, co-partitioned with ``pattern``'s input topic."""
-        return f"{self.prefix}{app_id}-{pattern}-ticks"
 
     def inputs(self) -> tuple[str, ...]:
         return (

@@ -13,7 +13,7 @@ from statekeeper.agents.clock import now_ms
 from statekeeper.agents.pipeline import murmur2_partition
 from statekeeper.app import app
 from statekeeper.stores import workflow_queries
-from statekeeper.stores.deadlines import split_deadline_key
+from statekeeper.stores.deadlines import LEGACY_JOURNAL, split_deadline_key
 from statekeeper.stores.lifecycle import Resource, Stats
 from statekeeper.stores.scan import get_in_partition, scan_prefix, scan_range
 from statekeeper.stores.tables import (
@@ -22,7 +22,6 @@ from statekeeper.stores.tables import (
     lifecycle_stats,
     workflow_retention,
 )
-from statekeeper.stores.tick_journal import PREFIX as JOURNAL_PREFIX
 from statekeeper.web.api import ApiError, api_view, forward_to_owner, tenant_of
 from statekeeper.web.cluster import gather, local_query
 
@@ -62,7 +61,7 @@ def _next_deadlines(tenant: str, partitions: list[int]) -> list[dict[str, Any]]:
 def _index(table: Any, partition: int, own: bytes) -> Iterator[tuple[int, str, bytes]]:
     """(deadline, key, value) of the tenant's first entries in one deadline index."""
     listed = 0
-    scan = scan_range(table, partition, b"", JOURNAL_PREFIX)
+    scan = scan_range(table, partition, b"", LEGACY_JOURNAL)
     for examined, (index_key, value) in enumerate(scan, start=1):
         at, record_key = split_deadline_key(index_key)
         if record_key.startswith(own):

@@ -74,8 +74,8 @@ async def committed_behind(bootstrap: str, dep: Deployment, group: str) -> int:
     try:
         ends = await consumer.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group)
-        # workflow and session events take the batched path: offsets under their own groups
-        for batched in ("workflow", "session"):
+        # every input but definitions takes the batched path: offsets under its own group
+        for batched in ("workflow", "session", "lifecycle", "conversation"):
             committed.update(await admin.list_consumer_group_offsets(f"{group}-{batched}"))
     finally:
         await consumer.stop()
