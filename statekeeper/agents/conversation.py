@@ -85,6 +85,13 @@ def _position() -> tuple[int, int]:
     return batch.partition, batch.offset
 
 
+def _record_time() -> int:
+    """The record's Kafka timestamp, never ahead of this clock: the same when it is read again
+    (a batch whose produce failed is handled again, and its receipt must not differ)."""
+    stamp, now = in_hand("a conversation event").timestamp_ms, now_ms()
+    return min(stamp, now) if stamp else now
+
+
 async def _uncache(tenant: str, user: str) -> int:
     """Delete the user's cached summaries now and after the batch; how many there were."""
     tag = cache_tag(user)
@@ -191,7 +198,7 @@ async def forget(envelope: Envelope) -> bool:
     _settle(rk, record, envelope.tenant)
     cached = await _uncache(envelope.tenant, envelope.key)
     removed = Removed(len(doomed), sum(m.tokens for m in doomed), conversations, cached)
-    notice = forgotten_notice(envelope, conversation, removed, now_ms())
+    notice = forgotten_notice(envelope, conversation, removed, _record_time())
     messages[receipt_key(rk, envelope.id)] = codec.pack([offset, notice])
     await emit(notices_name, rk, codec.pack(notice))
     logger.info("forgot %s of %r: %s", conversation or "everything", rk, removed)
