@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     table_standby_replicas: int = Field(default=1, ge=0)
+    restore_min_records: int = Field(
+        default=2000,
+        ge=1,
+        description="a table partition this far behind its changelog is restored in bulk",
+    )
     data_dir: Path | None = Field(
         default=None, description="RocksDB data dir; default `<var_dir>/worker-<web_port>`."
     )
