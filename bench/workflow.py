@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -174,6 +176,7 @@ async def drain_rate(
     }
 
 
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 PEER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
 
 
@@ -201,8 +204,13 @@ async def peer_throughput(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
         delete_topics_starting_with(bootstrap, f"quix-{run}", f"changelog__quix-quix-{run}")
 
 
-async def ours_throughput(dep: Deployment, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    """Backlog produced while the worker is stopped; then time until every status is out."""
+async def ours_throughput(
+    dep: Deployment, records: list[tuple[bytes, bytes]], profile: Path | None = None
+) -> dict[str, Any]:
+    """Backlog produced while the worker is stopped; then time until every status is out.
+
+    With ``profile``, py-spy samples the worker during the drain (raw collapsed stacks).
+    """
     worker = dep.start()
     await produce_all(
         dep.bootstrap,
@@ -215,7 +223,17 @@ async def ours_throughput(dep: Deployment, records: list[tuple[bytes, bytes]]) -
     worker = dep.start()
     assert worker.process is not None
     pid = worker.process.pid
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            [PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+             "--output", str(profile), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
     result = await drain_rate(dep.bootstrap, dep.topic("workflow.status"), len(records), pid)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
     worker.stop()
     return result
 
@@ -307,26 +325,35 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def main(items: int, moves: int, rates: list[int], seconds: float) -> None:
+async def main(
+    items: int,
+    moves: int,
+    rates: list[int],
+    seconds: float,
+    baselines: bool = True,
+    profile: Path | None = None,
+) -> None:
     bootstrap, redis_url = bring_up()
     records = backlog(items, moves)
     root = Path(tempfile.mkdtemp(prefix="sk-bench-"))
-    print(f"bench: {len(records)} events, raw aiokafka baseline…", flush=True)
-    baseline = await raw_baseline(bootstrap, records)
-    print(f"  raw: {baseline['events_per_s']} events/s", flush=True)
+    baseline: dict[str, Any] | None = None
     peer = None
-    if PEER_PYTHON.exists():
-        print("bench: Quix Streams peer on the same backlog…", flush=True)
-        peer = await peer_throughput(bootstrap, records)
-        print(f"  quix: {peer['events_per_s']} events/s", flush=True)
-    else:
-        print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
+    if baselines:
+        print(f"bench: {len(records)} events, raw aiokafka baseline…", flush=True)
+        baseline = await raw_baseline(bootstrap, records)
+        print(f"  raw: {baseline['events_per_s']} events/s", flush=True)
+        if PEER_PYTHON.exists():
+            print("bench: Quix Streams peer on the same backlog…", flush=True)
+            peer = await peer_throughput(bootstrap, records)
+            print(f"  quix: {peer['events_per_s']} events/s", flush=True)
+        else:
+            print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
     dep = Deployment(bootstrap, redis_url, root / "throughput")
     # the backlog leaves every item in the state of its last move
     states = dict.fromkeys(range(items), "sent" if moves % 2 else "draft")
     try:
         print("bench: statekeeper worker on the same backlog…", flush=True)
-        ours = await ours_throughput(dep, records)
+        ours = await ours_throughput(dep, records, profile)
         print(f"  ours: {ours['events_per_s']} events/s", flush=True)
         loads = []
         for rate in rates:
@@ -343,18 +370,40 @@ async def main(items: int, moves: int, rates: list[int], seconds: float) -> None
         "raw_aiokafka": baseline,
         "statekeeper": ours,
         "quix_streams": peer,
-        "ratio_to_raw": round(ours["events_per_s"] / baseline["events_per_s"], 3),
+        "ratio_to_raw": (
+            round(ours["events_per_s"] / baseline["events_per_s"], 3) if baseline else None
+        ),
         "ratio_to_peer": round(ours["events_per_s"] / peer["events_per_s"], 3) if peer else None,
         "under_load": loads,
     }
-    print(f"bench: wrote {save('workflow', result)}")
+    print(f"bench: wrote {save('workflow' if baselines else 'workflow-ours', result)}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--moves", type=int, default=3)
-    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--rates", type=int, nargs="*", default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="skip the raw loop and the peer (A/B runs of our worker); writes workflow-ours.json",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="sample the worker with py-spy (pip install py-spy) while it drains the backlog",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.items, args.moves, args.rates, args.seconds))
+    asyncio.run(
+        main(
+            args.items,
+            args.moves,
+            args.rates,
+            args.seconds,
+            baselines=not args.ours_only,
+            profile=args.py_spy,
+        )
+    )

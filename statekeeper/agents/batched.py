@@ -105,6 +105,7 @@ class BatchedInput:
         self.partition_counts: dict[str, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.commit_in_flight: asyncio.Future[None] | None = None
         batched_inputs[pipeline.topic] = self
         app.task(self.run)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -126,6 +127,7 @@ class BatchedInput:
     async def on_revoked(self, *args: Any, **kwargs: Any) -> None:
         """Finish the batch in hand before faust hands the partitions to someone else."""
         async with self.lock:
+            await self._settle()
             self.partitions = set()
             if self.consumer is not None:
                 self.consumer.assign([])
@@ -159,6 +161,7 @@ class BatchedInput:
             logging.shutdown()
             os._exit(EXIT_SOFTWARE)
         finally:
+            await self._settle()
             await self.consumer.stop()
             await self.producer.stop()
 
@@ -183,6 +186,7 @@ class BatchedInput:
     async def _assign(self, owned: set[int]) -> None:
         """Read ``owned`` from their committed offsets (kept partitions too: cheap, safe)."""
         assert self.consumer is not None
+        await self._settle()
         tps = [self.tp(p) for p in sorted(owned)]
         self.consumer.assign(tps)
         starts = await self._committed(tps)
@@ -238,6 +242,7 @@ class BatchedInput:
                         break
                     if n % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # let queries in: a batch is CPU-bound
+            batch.seal()
             batches.append((batch, records))
         if batches:
             await self._apply(batches)
@@ -245,7 +250,12 @@ class BatchedInput:
     async def _apply(
         self, batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
     ) -> None:
-        """Produce and await every ack, write RocksDB, then commit (module docstring)."""
+        """Produce and await every ack, write RocksDB, then commit (module docstring).
+
+        The commit is not awaited here: the next batch is read and handled while it
+        travels, and the next commit (or a seek, or a handover) waits for it first, so
+        commits stay in order. A crash before it lands reads the batch again, as before.
+        """
         try:
             changelog_offsets = await self._produce([batch for batch, _ in batches])
         except Exception as exc:  # broker trouble: nothing is applied, read the batch again
@@ -263,11 +273,21 @@ class BatchedInput:
             if records
         }
         if commits:
-            assert self.consumer is not None
-            try:
-                await self.consumer.commit(commits)
-            except Exception as exc:  # applied already: a later commit covers it
-                logger.warning("%s: commit failed (%r); the next batch commits", self.pattern, exc)
+            await self._settle()
+            self.commit_in_flight = asyncio.ensure_future(self._commit(commits))
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # applied already: a later commit covers it
+            logger.warning("%s: commit failed (%r); the next batch commits", self.pattern, exc)
+
+    async def _settle(self) -> None:
+        """Wait for the commit in flight, if any."""
+        commit, self.commit_in_flight = self.commit_in_flight, None
+        if commit is not None:
+            await commit
 
     async def _produce(self, batches: list[Staging]) -> dict[tuple[TableT, int], int]:
         """Send every output and changelog record; the last changelog offset per partition.
@@ -275,21 +295,22 @@ class BatchedInput:
         Records go out as one produce batch per topic partition (the idempotent producer
         keeps them in order); the per-record ``send`` path costs more than the handlers.
         """
+        # Metadata first: a send_batch that has to fetch a topic's metadata yields to the
+        # sender, which would then send the batches queued so far in a request of their own.
+        topics = {output[0] for batch in batches for output in batch.outputs}
+        topics.update(t.changelog_topic.get_topic_name() for b in batches for t in b.writes)
+        counts = {topic: await self._partition_count(topic) for topic in topics}
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Headers]]] = {}
         changelogs: dict[tuple[str, int], TableT] = {}
         for batch in batches:
             for topic, key, value, headers in batch.outputs:
-                partition = await self._partition_for(topic, key)
+                partition = partition_for(key, counts[topic])
                 groups.setdefault((topic, partition), []).append((key, value, headers))
             for table, writes in batch.writes.items():
                 where = (table.changelog_topic.get_topic_name(), batch.partition)
                 changelogs[where] = table
                 rows = groups.setdefault(where, [])
                 rows.extend((key, value, []) for key, value in writes.items())
-        # Metadata first: a send_batch that has to fetch a topic's metadata yields to the
-        # sender, which would then send the batches queued so far in a request of their own.
-        for topic in {topic for topic, _ in groups}:
-            await self._partition_count(topic)
         sent = [
             await self._send(topic, partition, rows) for (topic, partition), rows in groups.items()
         ]
@@ -333,13 +354,6 @@ class BatchedInput:
             count = self.partition_counts[topic] = len(await self.producer.partitions_for(topic))
         return count
 
-    async def _partition_for(self, topic: str, key: bytes | None) -> int:
-        """The partition Kafka's default partitioner picks (random for no key)."""
-        count = await self._partition_count(topic)
-        if key is None:
-            return random.randrange(count)
-        return murmur2_partition(key, count)
-
     def _write(self, batch: Staging, changelog_offsets: dict[tuple[TableT, int], int]) -> None:
         """One RocksDB write batch per table partition; fail-stop when the disk refuses."""
         try:
@@ -364,3 +378,10 @@ class BatchedInput:
             )  # fmt: skip
             logging.shutdown()
             os._exit(EXIT_CANNOT_STORE)
+
+
+def partition_for(key: bytes | None, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks (random for no key)."""
+    if key is None:
+        return random.randrange(partitions)
+    return murmur2_partition(key, partitions)

@@ -88,9 +88,8 @@ async def replay_change(key: bytes, item: Item, version: int) -> None:
     staged_items[key] = item.to_bytes()
     staged_history[history_key(key, version)] = history_entry
     counter_key = counts_key(item.tenant, item.workflow)
-    current_counts = staged_counts.get(counter_key)
-    if current_counts is not None:
-        staged_counts[counter_key] = current_counts
+    if staged_counts.get(counter_key) is not None:  # written again, as it is now
+        staged_counts.kept(counter_key, Counts.from_bytes)
     if item.deadline is not None:
         entry = deadline_key(item.deadline, key)
         current_deadline = staged_deadlines.get(entry)
@@ -106,19 +105,18 @@ async def record_change(
     key: bytes, before: Item | None, change: Change, definition: WorkflowDefinition | None
 ) -> None:
     """Write every table an applied change touches, then emit its status record."""
-    retention = policy_for(change.item.tenant, "workflow").max_age_ms
-    item = change.item.evolve(
-        deadline=sla_deadline(change.item, definition),
-        purge_at=purge_deadline(before, change.item, retention),
-    )
+    item = change.item
+    retention = policy_for(item.tenant, "workflow").max_age_ms
+    deadline = sla_deadline(item, definition)
+    purge_at = purge_deadline(before, item, retention)
+    if (deadline, purge_at) != (item.deadline, item.purge_at):
+        item = item.evolve(deadline=deadline, purge_at=purge_at)
     status = codec.pack(change.status)
     staged_items[key] = item.to_bytes()
     staged_history[history_key(key, item.version)] = status
     if before is None or (before.state, before.condition) != (item.state, item.condition):
-        counter_key = counts_key(item.tenant, item.workflow)
-        counts = Counts.from_bytes(staged_counts.get(counter_key))
+        counts = staged_counts.kept(counts_key(item.tenant, item.workflow), Counts.from_bytes)
         counts.move(before, item)
-        staged_counts[counter_key] = counts.to_bytes()
     old_deadline = before.deadline if before is not None else None
     if old_deadline != item.deadline:
         if old_deadline is not None:

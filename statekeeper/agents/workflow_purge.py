@@ -72,10 +72,7 @@ async def purge(partition: int, key: bytes, item: Item) -> None:
     if item.deadline is not None:
         del staged_deadlines[deadline_key(item.deadline, key)]
     del staged_items[key]
-    counter = counts_key(item.tenant, item.workflow)
-    counts = Counts.from_bytes(staged_counts.get(counter))
-    counts.purge(item)
-    staged_counts[counter] = counts.to_bytes()
+    staged_counts.kept(counts_key(item.tenant, item.workflow), Counts.from_bytes).purge(item)
     assert item.purge_at is not None
     del staged_retention[deadline_key(item.purge_at, key)]
     metrics.purged["workflow"] += 1

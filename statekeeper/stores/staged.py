@@ -15,10 +15,10 @@ deadlines, purges) at the start of a batch, before any event of it is staged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from faust.types import TableT
 
@@ -40,6 +40,15 @@ class NotStaging(StatekeeperError):
     """A staged table was written outside a batch."""
 
 
+class Encodable(Protocol):
+    """A row kept as an object for the batch (:meth:`Staging.keep`)."""
+
+    def to_bytes(self) -> bytes: ...
+
+
+Row = TypeVar("Row", bound=Encodable)
+
+
 class Staging:
     """The pending table writes and output records of one partition's batch."""
 
@@ -50,11 +59,19 @@ class Staging:
         self.timestamp_ms: int | None = None
         """Kafka timestamp of the record being handled (None for clock work)."""
         self.writes: dict[TableT, dict[bytes, bytes | None]] = {}
+        self.kept: dict[TableT, dict[bytes, Encodable]] = {}
+        """Rows staged as objects, encoded once by :meth:`seal` (see :meth:`keep`)."""
         self.outputs: list[Output] = []
         self.sizes: dict[object, int] = {}
         """Bytes staged per destination (table or topic), an upper bound."""
+        self.largest = 0
+        """The largest of :attr:`sizes`."""
 
     def read(self, table: TableT, key: bytes) -> bytes | None:
+        if self.kept:
+            kept = self.kept.get(table)
+            if kept is not None and key in kept:
+                return kept[key].to_bytes()
         pending = self.writes.get(table)
         if pending is not None and key in pending:
             return pending[key]
@@ -63,24 +80,57 @@ class Staging:
         return value
 
     def write(self, table: TableT, key: bytes, value: bytes | None) -> None:
-        self.writes.setdefault(table, {})[key] = value
+        pending = self.writes.get(table)
+        if pending is None:
+            pending = self.writes[table] = {}
+        pending[key] = value
         self._count(table, len(key) + (len(value) if value is not None else 0))
+
+    def keep(self, table: TableT, key: bytes, value: Encodable) -> None:
+        """Stage ``value`` as an object: the batch's later records change it in place.
+
+        For a row most records of a batch change (a partition's counts), so it is decoded
+        once and encoded once per batch instead of once per record. The runner encodes it
+        when the batch is done (:meth:`seal`); a row kept in a batch is not also written
+        in it. Its size counts once, as it is now (rows that barely grow).
+        """
+        rows = self.kept.get(table)
+        if rows is None:
+            rows = self.kept[table] = {}
+        if key not in rows:
+            self._count(table, len(key) + len(value.to_bytes()))
+        rows[key] = value
+
+    def kept_value(self, table: TableT, key: bytes) -> Any:
+        """The object :meth:`keep` holds for ``key`` in this batch, or None."""
+        rows = self.kept.get(table)
+        return rows.get(key) if rows is not None else None
+
+    def seal(self) -> None:
+        """Encode the kept rows into the batch's writes (the batch takes no more records)."""
+        for table, rows in self.kept.items():
+            pending = self.writes.setdefault(table, {})
+            for key, value in rows.items():
+                pending[key] = value.to_bytes()
+        self.kept = {}
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes] | None
     ) -> None:
-        self.outputs.append((topic, key, value, list((headers or {}).items())))
+        self.outputs.append((topic, key, value, list(headers.items()) if headers else []))
         self._count(topic, len(value) + (len(key) if key is not None else 0))
 
     def _count(self, destination: object, size: int) -> None:
-        self.sizes[destination] = self.sizes.get(destination, 0) + size + RECORD_OVERHEAD
+        total = self.sizes[destination] = self.sizes.get(destination, 0) + size + RECORD_OVERHEAD
+        if total > self.largest:
+            self.largest = total
 
     def full(self) -> bool:
         """True once one destination holds :data:`FLUSH_BYTES`: apply this batch now."""
-        return bool(self.sizes) and max(self.sizes.values()) >= FLUSH_BYTES
+        return self.largest >= FLUSH_BYTES
 
     def __bool__(self) -> bool:
-        return bool(self.writes) or bool(self.outputs)
+        return bool(self.writes) or bool(self.kept) or bool(self.outputs)
 
 
 @contextmanager
@@ -129,11 +179,30 @@ class StagedTable:
         return batch.read(self.table, key)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        in_hand(f"{self.table.name} written").write(self.table, key, value)
+        self._batch().write(self.table, key, value)
 
     def __delitem__(self, key: bytes) -> None:
         """A tombstone, whether or not the key is present (replays rely on it)."""
-        in_hand(f"{self.table.name} written").write(self.table, key, None)
+        self._batch().write(self.table, key, None)
+
+    def kept(self, key: bytes, decode: Callable[[bytes | None], Row]) -> Row:
+        """The row as an object kept for the batch in hand (:meth:`Staging.keep`).
+
+        Decoded from the staged or stored bytes on first use in the batch; change it in
+        place, it is encoded when the batch is done.
+        """
+        batch = self._batch()
+        row: Row | None = batch.kept_value(self.table, key)
+        if row is None:
+            row = decode(batch.read(self.table, key))
+            batch.keep(self.table, key, row)
+        return row
+
+    def _batch(self) -> Staging:
+        batch = _current.get()
+        if batch is None:  # the message only now: writes are the hot path
+            raise NotStaging(f"{self.table.name} written outside a batch")
+        return batch
 
     def __getattr__(self, name: str) -> Any:  # data, changelog_topic, name, … for scans
         return getattr(self.table, name)

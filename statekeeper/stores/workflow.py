@@ -7,15 +7,17 @@ the event and the definition and returns the new item and its status record, or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from statekeeper import codec
 from statekeeper.stores.definitions import WorkflowDefinition
+from statekeeper.stores.recent import RecentIds
 from statekeeper.topics.envelope import Envelope
 from statekeeper.topics.rejections import Reason, Rejected, refuse_stale_replay
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 1: recent ids as a list of [id, offset] pairs (still read)
 RECENT_IDS = 32  # (event id, source offset) remembered per item, see apply_event
 MAX_ATTRS = 64
 MAX_ATTR_TEXT = 1024
@@ -34,9 +36,13 @@ ITEM_TYPES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One workflow item as stored in its table (msgpack, with a schema version)."""
+class Item(NamedTuple):
+    """One workflow item as stored in its table: a schema version, then its fields in order.
+
+    A named tuple rather than a dataclass because every event decodes a row, copies the item
+    with its changes and encodes it again, and for a tuple each of those is one step. It is
+    immutable; ``attrs`` is never changed in place either (an annotation builds a new map).
+    """
 
     tenant: str
     key: str
@@ -48,31 +54,31 @@ class Item:
     created_at: int
     entered_at: int
     updated_at: int
-    attrs: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = {}  # noqa: RUF012 (shared default, never mutated: see above)
     error: dict[str, Any] | None = None
-    recent: tuple[tuple[str, int], ...] = ()  # last applied (event id, source offset)
+    recent: RecentIds = RecentIds()  # last applied (event id, source offset), packed
     deadline: int | None = None  # ms: when this item becomes stuck in its state (SLA)
     purge_at: int | None = None  # ms: when this finished item is purged (retention)
 
     def to_bytes(self) -> bytes:
-        values = [getattr(self, name) for name in _ITEM_FIELDS]
-        return codec.pack([STORE_VERSION, *values])
+        return codec.pack([STORE_VERSION, *self])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Item:
-        stored = codec.unpack_stored(raw)
-        if stored[0] != STORE_VERSION:
-            raise ValueError(f"stored item has schema version {stored[0]}")
+        version, *values = codec.unpack_stored(raw)
         # Rows written before a field was added lack the trailing fields: their defaults.
-        values = dict(zip(_ITEM_FIELDS, stored[1:], strict=False))
-        values["recent"] = tuple(map(tuple, values["recent"]))
-        return cls(**values)
+        if len(values) > _RECENT:
+            if version == STORE_VERSION:
+                values[_RECENT] = RecentIds(*values[_RECENT])
+            elif version == 1:  # recent ids as a list of [id, offset]
+                values[_RECENT] = RecentIds.from_pairs(values[_RECENT])
+        if version not in (1, STORE_VERSION):
+            raise ValueError(f"stored item has schema version {version}")
+        return cls(*values)
 
     def evolve(self, **changes: Any) -> Item:
-        """A copy with ``changes`` (``dataclasses.replace``, at half its cost: hot path)."""
-        values = {name: getattr(self, name) for name in _ITEM_FIELDS}
-        values.update(changes)
-        return Item(**values)
+        """A copy with ``changes``."""
+        return self._replace(**changes)
 
     def public(self) -> dict[str, Any]:
         """The item as ``GET /v1/workflows/{item}`` shows it."""
@@ -93,7 +99,7 @@ class Item:
         return body
 
 
-_ITEM_FIELDS = tuple(f.name for f in fields(Item))
+_RECENT = Item._fields.index("recent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,24 +135,34 @@ def apply_event(
     which has no effect at all.
     """
     if item is not None:
-        for position, (seen_id, seen_offset) in enumerate(reversed(item.recent)):
-            if seen_id == event.id:
-                return Replay(item.version - position) if seen_offset == offset else None
-        refuse_stale_replay(item.recent, offset)
+        seen = item.recent.find(event.id)
+        if seen is not None:
+            return Replay(item.version - seen.age) if seen.offset == offset else None
+        highest = item.recent.max_offset()
+        if offset >= 0 and highest is not None and offset < highest:  # may be a stale replay
+            refuse_stale_replay(tuple(item.recent.pairs()), offset)
+    recent = (item.recent if item is not None else RecentIds()).append(
+        event.id, offset, keep=RECENT_IDS
+    )
     if event.type == "workflow.start":
-        change = _start(item, event, definition, now_ms)
+        after, source = _start(item, event, definition, now_ms, recent), None
     elif item is None:
         raise Rejected(Reason.UNKNOWN_ITEM, f"no item {event.key!r}; send workflow.start first")
     else:
         _check_expected_version(item, event)
-        change = _HANDLERS[event.type](item, event, definition, now_ms)
-    recent = (*change.item.recent, (event.id, offset))[-RECENT_IDS:]
-    return Change(change.item.evolve(recent=recent), change.status)
+        changes = _HANDLERS[event.type](item, event, definition, now_ms)
+        after = item._replace(version=item.version + 1, updated_at=now_ms, recent=recent, **changes)
+        source = item.state
+    return Change(after, _status(after, event, source, now_ms))
 
 
 def _start(
-    item: Item | None, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change:
+    item: Item | None,
+    event: Envelope,
+    definition: WorkflowDefinition | None,
+    now_ms: int,
+    recent: RecentIds,
+) -> Item:
     if item is not None:
         raise Rejected(Reason.ITEM_EXISTS, f"item {event.key!r} exists (version {item.version})")
     name = event.data.get("workflow")
@@ -155,7 +171,7 @@ def _start(
     if definition is None:
         raise Rejected(Reason.UNKNOWN_WORKFLOW, f"workflow {name!r} is not defined")
     attrs = _attrs(event.data.get("attrs", {}))
-    started = Item(
+    return Item(
         tenant=event.tenant,
         key=event.key,
         workflow=name,
@@ -167,13 +183,13 @@ def _start(
         entered_at=now_ms,
         updated_at=now_ms,
         attrs=attrs,
+        recent=recent,
     )
-    return Change(started, _status(started, event, None, now_ms))
 
 
 def _transition(
     item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change:
+) -> Changes:
     target = event.data.get("to")
     if not isinstance(target, str) or not target:
         raise Rejected(Reason.INVALID_DATA, "'to' must be a non-empty string")
@@ -185,13 +201,12 @@ def _transition(
     if not definition.allows(item.state, target):
         raise Rejected(Reason.ILLEGAL_TRANSITION, f"{item.state!r} -> {target!r} is not allowed")
     condition = COMPLETED if target in definition.terminal else ACTIVE
-    moved = _advance(item, event, now_ms, state=target, condition=condition, entered_at=now_ms)
-    return Change(moved, _status(moved, event, item.state, now_ms))
+    return {"state": target, "condition": condition, "entered_at": now_ms}
 
 
 def _fail(
     item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change:
+) -> Changes:
     message = event.data.get("error")
     if not isinstance(message, str) or not message:
         raise Rejected(Reason.INVALID_DATA, "'error' must be a non-empty string")
@@ -207,49 +222,44 @@ def _fail(
         "at": now_ms,
         "attempt": item.attempt,
     }
-    failed = _advance(item, event, now_ms, condition=FAILED, error=error)
-    return Change(failed, _status(failed, event, item.state, now_ms))
+    return {"condition": FAILED, "error": error}
 
 
 def _resume(
     item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change:
+) -> Changes:
     if item.condition != FAILED:
         raise Rejected(Reason.ILLEGAL_TRANSITION, f"item is {item.condition}; only failed resume")
-    resumed = _advance(item, event, now_ms, condition=ACTIVE, error=None, attempt=item.attempt + 1)
-    return Change(resumed, _status(resumed, event, item.state, now_ms))
+    return {"condition": ACTIVE, "error": None, "attempt": item.attempt + 1}
 
 
 def _cancel(
     item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change:
+) -> Changes:
     if item.condition not in (ACTIVE, FAILED):
         raise Rejected(Reason.ILLEGAL_TRANSITION, f"item is already {item.condition}")
-    cancelled = _advance(item, event, now_ms, condition=CANCELLED)
-    return Change(cancelled, _status(cancelled, event, item.state, now_ms))
+    return {"condition": CANCELLED}
 
 
 def _annotate(
     item: Item, event: Envelope, definition: WorkflowDefinition | None, now_ms: int
-) -> Change:
+) -> Changes:
     merged = {**item.attrs, **_attrs(event.data.get("attrs"))}
     if len(merged) > MAX_ATTRS:
         raise Rejected(Reason.INVALID_DATA, f"an item holds at most {MAX_ATTRS} attributes")
-    annotated = _advance(item, event, now_ms, attrs=merged)
-    return Change(annotated, _status(annotated, event, item.state, now_ms))
+    return {"attrs": merged}
 
 
-_HANDLERS = {
+Changes = dict[str, Any]
+"""Fields an event changes, besides the version, update time and recent ids."""
+
+_HANDLERS: dict[str, Callable[[Item, Envelope, WorkflowDefinition | None, int], Changes]] = {
     "workflow.transition": _transition,
     "workflow.fail": _fail,
     "workflow.resume": _resume,
     "workflow.cancel": _cancel,
     "workflow.annotate": _annotate,
 }
-
-
-def _advance(item: Item, event: Envelope, now_ms: int, **changes: Any) -> Item:
-    return item.evolve(version=item.version + 1, updated_at=now_ms, **changes)
 
 
 def _require(definition: WorkflowDefinition | None, item: Item) -> WorkflowDefinition:

@@ -11,6 +11,7 @@ from statekeeper.topics.rejections import Reason, Rejected
 
 ENVELOPE_VERSION = 1
 _TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f]")
 MAX_ID_CHARS = 128
 MAX_KEY_BYTES = 256
 
@@ -77,11 +78,11 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
             Reason.INVALID_ENVELOPE, "field 'tenant' must match [a-z0-9][a-z0-9_-]{0,63}", value
         )
     key = _text(value, "key", max_chars=MAX_KEY_BYTES)
-    if any(ord(char) < 32 for char in key):
+    if _CONTROL_RE.search(key):
         raise Rejected(
             Reason.INVALID_ENVELOPE, "field 'key' must not hold control characters", value
         )
-    if len(key.encode()) > MAX_KEY_BYTES:
+    if not key.isascii() and len(key.encode()) > MAX_KEY_BYTES:  # else chars are bytes
         raise Rejected(Reason.INVALID_ENVELOPE, f"field 'key' exceeds {MAX_KEY_BYTES} bytes", value)
     ts = value.get("ts")
     if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:

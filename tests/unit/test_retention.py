@@ -86,14 +86,12 @@ def test_settings_refuse_a_bad_policy_at_start(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_finished_item_is_purged_from_when_it_finished() -> None:
-    from dataclasses import replace
-
     from statekeeper.stores.workflow import Item, purge_deadline
 
     active = Item("acme", "inv-1", "invoice", "sent", "active", 2, 1, 0, 10, 10)
-    done = replace(active, state="paid", condition="completed", version=3, updated_at=500)
-    stored = replace(done, purge_at=purge_deadline(active, done, 60))
-    annotated = replace(stored, version=4, updated_at=900)
+    done = active.evolve(state="paid", condition="completed", version=3, updated_at=500)
+    stored = done.evolve(purge_at=purge_deadline(active, done, 60))
+    annotated = stored.evolve(version=4, updated_at=900)
 
     assert purge_deadline(None, active, 60) is None
     assert stored.purge_at == 560

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
-from statekeeper.stores.staged import FLUSH_BYTES, Staging, current, source_offset, staging
+from statekeeper.stores.staged import (
+    FLUSH_BYTES,
+    StagedTable,
+    Staging,
+    current,
+    source_offset,
+    staging,
+)
+from statekeeper.stores.workflow import Counts
 
 
 def test_last_value_per_key_wins_and_tombstones_are_kept() -> None:
@@ -40,3 +49,33 @@ def test_the_current_batch_and_offset_are_scoped_to_the_context() -> None:
     with staging(batch):
         assert current() is batch and source_offset() == 42
     assert current() is None
+
+
+class EmptyTable:
+    """A table whose partitions' databases hold nothing (``Staging.read`` falls back to them)."""
+
+    name = "t"
+    data = SimpleNamespace(_db_for_partition=lambda _: {})
+
+
+def test_a_kept_row_is_decoded_once_and_encoded_when_the_batch_is_sealed() -> None:
+    table = cast(Any, EmptyTable())
+    batch = Staging(0)
+    batch.write(table, b"c", Counts({"a": 1}, {"active": 1}).to_bytes())  # earlier in the batch
+    decoded: list[bytes | None] = []
+
+    def decode(raw: bytes | None) -> Counts:
+        decoded.append(raw)
+        return Counts.from_bytes(raw)
+
+    view = StagedTable(table)
+    with staging(batch):
+        view.kept(b"c", decode).states["a"] += 1
+        view.kept(b"c", decode).states["a"] += 1
+        assert Counts.from_bytes(view.get(b"c")).states == {"a": 3}  # reads see the object
+        view.kept(b"new", decode).states["b"] = 1
+    assert len(decoded) == 2  # once per key
+    batch.seal()
+    assert Counts.from_bytes(batch.writes[table][b"c"]).states == {"a": 3}
+    assert Counts.from_bytes(batch.writes[table][b"new"]).states == {"b": 1}
+    assert not batch.kept

@@ -174,3 +174,15 @@ def test_bad_definitions_are_refused(data: dict[str, Any]) -> None:
     with pytest.raises(Rejected) as caught:
         parse_definition("acme", "w", data)
     assert caught.value.reason == Reason.INVALID_DATA
+
+
+def test_rows_of_schema_version_1_are_read() -> None:
+    """Before version 2 the recent ids were a list of [event id, offset] pairs."""
+    from statekeeper import codec
+
+    item = run(started(), event("workflow.transition", to="sent"))
+    fields = list(item)
+    fields[item._fields.index("recent")] = [list(pair) for pair in item.recent.pairs()]
+    assert Item.from_bytes(codec.pack([1, *fields])) == item
+    legacy = codec.pack([1, *fields[:10]])  # a row from before attrs and later fields
+    assert Item.from_bytes(legacy) == Item(*item[:10])
