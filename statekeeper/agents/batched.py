@@ -32,11 +32,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TableT
 from rocksdict import WriteBatch
 
@@ -50,7 +51,7 @@ from statekeeper.agents.pipeline import (
 from statekeeper.app import app
 from statekeeper.connections import kafka_options
 from statekeeper.stores.scan import active_partitions
-from statekeeper.stores.staged import Staging, staging
+from statekeeper.stores.staged import NO_HEADERS, Headers, Staging, staging
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ EXIT_SOFTWARE = 70  # an internal error: restart; uncommitted records are read a
 batched_inputs: dict[str, BatchedInput] = {}
 """Input topic -> the runner reading it (for lag and freshness figures)."""
 
-Headers = list[tuple[str, bytes]]
+Row = tuple[bytes | None, bytes | None, Headers]
 
 Tick = Callable[[int, int], Awaitable[None]]
 """Clock work for (partition, now in ms), staged like a record's."""
@@ -300,51 +301,67 @@ class BatchedInput:
         topics = {output[0] for batch in batches for output in batch.outputs}
         topics.update(t.changelog_topic.get_topic_name() for b in batches for t in b.writes)
         counts = {topic: await self._partition_count(topic) for topic in topics}
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Headers]]] = {}
-        changelogs: dict[tuple[str, int], TableT] = {}
+        outputs: dict[tuple[str, int], list[Row]] = {}
+        changelogs: dict[tuple[str, int], tuple[TableT, list[dict[bytes, bytes | None]]]] = {}
         for batch in batches:
             for topic, key, value, headers in batch.outputs:
                 partition = partition_for(key, counts[topic])
-                groups.setdefault((topic, partition), []).append((key, value, headers))
+                outputs.setdefault((topic, partition), []).append((key, value, headers))
             for table, writes in batch.writes.items():
                 where = (table.changelog_topic.get_topic_name(), batch.partition)
-                changelogs[where] = table
-                rows = groups.setdefault(where, [])
-                rows.extend((key, value, []) for key, value in writes.items())
-        sent = [
-            await self._send(topic, partition, rows) for (topic, partition), rows in groups.items()
+                changelogs.setdefault(where, (table, []))[1].append(writes)
+        # Changelog rows are made as they are appended: a list of them all, made at once,
+        # costs more in garbage collection than the appends themselves.
+        destinations: list[tuple[tuple[str, int], Iterable[Row]]] = [*outputs.items()]
+        destinations += [(where, _rows(writes)) for where, (_, writes) in changelogs.items()]
+        built = [
+            await self._build(topic, partition, rows) for (topic, partition), rows in destinations
         ]
+        # Queued with no yield in between, so the sender finds them all and sends one request.
+        assert self.producer is not None
+        sent: list[list[tuple[int, asyncio.Future[Any]]]] = []
+        for ((topic, partition), _), builders in zip(destinations, built, strict=True):
+            sent.append(
+                [
+                    (count, await self.producer.send_batch(builder, topic, partition=partition))
+                    for count, builder in builders
+                ]
+            )
         offsets: dict[tuple[TableT, int], int] = {}
-        for (topic, partition), chunks in zip(groups, sent, strict=True):
+        for ((topic, partition), _), chunks in zip(destinations, sent, strict=True):
             last = -1
             for count, future in chunks:
                 last = (await future).offset + count - 1
             if (topic, partition) in changelogs:
-                offsets[(changelogs[(topic, partition)], partition)] = last
+                offsets[(changelogs[(topic, partition)][0], partition)] = last
         return offsets
 
-    async def _send(
-        self, topic: str, partition: int, rows: list[tuple[bytes | None, bytes | None, Headers]]
-    ) -> list[tuple[int, asyncio.Future[Any]]]:
-        """Append ``rows`` to produce batches; (records, delivery) per batch sent."""
+    async def _build(
+        self, topic: str, partition: int, rows: Iterable[Row]
+    ) -> list[tuple[int, BatchBuilder]]:
+        """``rows`` in produce batches (one unless they pass MAX_BATCH_BYTES), with counts.
+
+        Nothing is queued yet, so it may yield to queries now and then: a large flush takes
+        tens of milliseconds to build, and a query waiting that long is a slow query.
+        """
         assert self.producer is not None
-        chunks: list[tuple[int, asyncio.Future[Any]]] = []
+        builders: list[tuple[int, BatchBuilder]] = []
         builder, count = self.producer.create_batch(), 0
-        for key, value, headers in rows:
+        for n, (key, value, headers) in enumerate(rows, 1):
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 logger.warning(
                     "%s: over %d bytes for %s[%d] in one flush, so two produce requests "
                     "(README Performance, known limit)", self.pattern, MAX_BATCH_BYTES,
                     topic, partition,
                 )  # fmt: skip
-                chunks.append(
-                    (count, await self.producer.send_batch(builder, topic, partition=partition))
-                )
+                builders.append((count, builder))
                 builder, count = self.producer.create_batch(), 0
                 builder.append(key=key, value=value, timestamp=None, headers=headers)
             count += 1
-        chunks.append((count, await self.producer.send_batch(builder, topic, partition=partition)))
-        return chunks
+            if n % (10 * YIELD_EVERY) == 0:
+                await asyncio.sleep(0)
+        builders.append((count, builder))
+        return builders
 
     async def _partition_count(self, topic: str) -> int:
         """Partitions of ``topic``; its metadata is then known to the producer."""
@@ -385,3 +402,10 @@ def partition_for(key: bytes | None, partitions: int) -> int:
     if key is None:
         return random.randrange(partitions)
     return murmur2_partition(key, partitions)
+
+
+def _rows(tables: list[dict[bytes, bytes | None]]) -> Iterator[Row]:
+    """Changelog records of staged writes: key, value (None: a tombstone), no headers."""
+    for writes in tables:
+        for key, value in writes.items():
+            yield key, value, NO_HEADERS

@@ -61,7 +61,11 @@ async def handle_item_event(envelope: Envelope) -> bool:
     stored = staged_items.get(key)
     before = Item.from_bytes(stored) if stored is not None else None
     workflow = before.workflow if before is not None else envelope.data.get("workflow")
-    definition = await lookup(envelope.tenant, workflow) if isinstance(workflow, str) else None
+    definition = None
+    if isinstance(workflow, str):  # the registry has it, or the follower reads it first
+        definition = registry.get(envelope.tenant, workflow) or await lookup(
+            envelope.tenant, workflow
+        )
     change = apply_event(before, envelope, definition, now_ms(), source_offset())
     if change is None:
         return False
@@ -69,7 +73,7 @@ async def handle_item_event(envelope: Envelope) -> bool:
         assert before is not None
         await replay_change(key, before, change.version)
         return False
-    await record_change(key, before, change, definition)
+    await emit(status_name, key, record_change(key, before, change, definition))
     return True
 
 
@@ -101,10 +105,10 @@ async def replay_change(key: bytes, item: Item, version: int) -> None:
     await emit(status_name, key, history_entry)
 
 
-async def record_change(
+def record_change(
     key: bytes, before: Item | None, change: Change, definition: WorkflowDefinition | None
-) -> None:
-    """Write every table an applied change touches, then emit its status record."""
+) -> bytes:
+    """Write every table an applied change touches; the status record to emit."""
     item = change.item
     retention = policy_for(item.tenant, "workflow").max_age_ms
     deadline = sla_deadline(item, definition)
@@ -124,7 +128,7 @@ async def record_change(
         if item.deadline is not None:
             staged_deadlines[deadline_key(item.deadline, key)] = codec.pack([item.state, False])
     schedule(key, before, item)
-    await emit(status_name, key, status)
+    return status
 
 
 async def tick(partition: int, now: int) -> None:

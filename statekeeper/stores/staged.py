@@ -25,8 +25,10 @@ from faust.types import TableT
 from statekeeper.app import app
 from statekeeper.exceptions import StatekeeperError
 
-Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+Headers = list[tuple[str, bytes]]
+Output = tuple[str, bytes | None, bytes, Headers]
 """(topic, key, value, headers) of one record a batch sends."""
+NO_HEADERS: Headers = []  # shared by every record without headers: never changed
 
 FLUSH_BYTES = 800_000
 """A batch stops growing at this many bytes for one table or topic: one produce batch each
@@ -117,7 +119,7 @@ class Staging:
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes] | None
     ) -> None:
-        self.outputs.append((topic, key, value, list(headers.items()) if headers else []))
+        self.outputs.append((topic, key, value, list(headers.items()) if headers else NO_HEADERS))
         self._count(topic, len(value) + (len(key) if key is not None else 0))
 
     def _count(self, destination: object, size: int) -> None:

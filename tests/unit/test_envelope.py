@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from statekeeper import codec
 from statekeeper.topics.envelope import decode_envelope
 from statekeeper.topics.rejections import Reason, Rejected
 
@@ -118,3 +119,17 @@ json_like = st.recursive(
 def test_random_maps_only_ever_reject(value: dict[str, Any]) -> None:
     with contextlib.suppress(Rejected):
         decode(value, max_bytes=100_000)
+
+
+def nested_to(depth: int, container: str) -> Any:
+    value: Any = 1
+    for n in range(depth):
+        value = [value, "x" * n] if container == "list" else {"k": value, "n": n}
+    return value
+
+
+@pytest.mark.parametrize("container", ["list", "map"])
+def test_nesting_up_to_the_limit_is_decoded_and_one_more_level_is_not(container: str) -> None:
+    assert codec.unpack(codec.pack(nested_to(codec.MAX_DEPTH, container))) is not None
+    with pytest.raises(codec.DecodeError):
+        codec.unpack(codec.pack(nested_to(codec.MAX_DEPTH + 1, container)))
