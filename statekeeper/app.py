@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka.admin import NewTopic
+from mode.utils.times import want_seconds
 
 from statekeeper import faust_fixes
 from statekeeper.connections import faust_credentials
@@ -29,7 +31,7 @@ class StatekeeperApp(faust.App):
         self.ready_conditions: list[Callable[[], bool]] = []
 
     async def on_first_start(self) -> None:
-        await ensure_topics(self.settings, self.topic_names)
+        await ensure_topics(self.settings, self.topic_names, self._internal_topics())
         published = await publish_definitions_file(self.settings, self.topic_names)
         if published:
             logger.info(
@@ -38,6 +40,29 @@ class StatekeeperApp(faust.App):
                 self.settings.definitions_file,
             )
         await super().on_first_start()
+
+    def _internal_topics(self) -> list[NewTopic]:
+        """faust's leader topic and the tables' changelogs, as faust would create them."""
+        leader = f"{self.settings.app_id}-__assignor-__leader"
+        topics = [NewTopic(leader, 1, self.settings.replication_factor)]
+        for table in self.tables.values():
+            changelog = table.changelog_topic
+            policy = ",".join(
+                p for p, on in (("compact", changelog.compacting), ("delete", changelog.deleting))
+                if on
+            )  # fmt: skip
+            config = {"cleanup.policy": policy} if policy else {}
+            if changelog.retention is not None:
+                config["retention.ms"] = str(int(want_seconds(changelog.retention) * 1000))
+            topics.append(
+                NewTopic(
+                    changelog.get_topic_name(),
+                    changelog.partitions or self.settings.partitions,
+                    self.settings.replication_factor,
+                    topic_configs=config,
+                )
+            )
+        return topics
 
     def rocksdb_options(self) -> dict[str, Any]:
         """Per-partition RocksDB memory, bounded (faust's defaults are 2 GiB of cache)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -25,11 +26,15 @@ def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:
     return configs
 
 
-async def ensure_topics(settings: Settings, names: TopicNames) -> None:
+async def ensure_topics(
+    settings: Settings, names: TopicNames, internal: Sequence[NewTopic] = ()
+) -> None:
     """Create missing topics; refuse to run against topics with another partition count.
 
     Tables are co-partitioned with their input topics, so a mismatch would put state
-    on the wrong worker; failing fast is the only safe answer.
+    on the wrong worker; failing fast is the only safe answer. ``internal`` topics (the
+    tables' changelogs) are created here too, so that they exist before faust's consumer
+    subscribes to them.
     """
     admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=15000)
     await admin.start()
@@ -47,6 +52,7 @@ async def ensure_topics(settings: Settings, names: TopicNames) -> None:
                 topic_configs={"cleanup.policy": "compact"},
             )
         )
+        new += internal
         response = await admin.create_topics(new)
         for name, code, *_ in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
