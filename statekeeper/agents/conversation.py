@@ -86,8 +86,8 @@ def _position() -> tuple[int, int]:
 
 
 def _record_time() -> int:
-    """The record's Kafka timestamp, never ahead of this clock: the same when it is read again
-    (a batch whose produce failed is handled again, and its receipt must not differ)."""
+    """The record's Kafka timestamp, never ahead of this clock: the same each time the record
+    is handled (a batch whose produce failed is handled again)."""
     stamp, now = in_hand("a conversation event").timestamp_ms, now_ms()
     return min(stamp, now) if stamp else now
 
