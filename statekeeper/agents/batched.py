@@ -92,13 +92,16 @@ class BatchedInput:
         tick: Tick | None = None,
         tick_interval_s: float = 1.0,
         before_start: Callable[[], Awaitable[Any]] | None = None,
+        after_write: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
+        """``after_write`` runs once a batch is in RocksDB (side effects outside Kafka)."""
         self.pattern = pattern
         self.pipeline = pipeline
         self.owner = owner
         self.tick = tick
         self.tick_interval_s = tick_interval_s
         self.before_start = before_start
+        self.after_write = after_write
         self.group = f"{app.settings.app_id}-{pattern}"
         self.lock = asyncio.Lock()
         self.partitions: set[int] = set()
@@ -268,6 +271,8 @@ class BatchedInput:
             self._write(batch, changelog_offsets)
             if records:
                 processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
+        if self.after_write is not None:
+            await self.after_write()
         commits = {
             self.tp(batch.partition): records[-1].offset + 1
             for batch, records in batches

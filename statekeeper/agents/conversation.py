@@ -18,8 +18,6 @@ old rows in between is not left behind.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from statekeeper import codec
 from statekeeper.agents.batched import BatchedInput
@@ -313,22 +311,20 @@ async def purge(partition: int, rk: bytes, record: UserRecord, now: int) -> None
     logger.info("purged %d messages of %r (%s)", len(removed), rk, ", ".join(sorted(reasons)))
 
 
-class ConversationInput(BatchedInput):
-    """The batched runner, deleting cached summaries again once a batch is applied."""
-
-    async def _apply(self, batches: Sequence[Any]) -> None:
-        await super()._apply(batches)  # type: ignore[arg-type]
-        while uncached_again:
-            tenant, tag = uncached_again.pop()
-            await cache.delete_tagged(tenant, [tag])
+async def uncache_again() -> None:
+    """Once a batch is in RocksDB: delete again what its forgets and purges uncached."""
+    while uncached_again:
+        tenant, tag = uncached_again.pop()
+        await cache.delete_tagged(tenant, [tag])
 
 
 pipeline = EventPipeline(app, app.topic_names.conversation_events, CONVERSATION_TYPES, handle_event)
 
-runner = ConversationInput(
+runner = BatchedInput(
     "conversation",
     pipeline,
     conversation_users,
     tick=tick,
     tick_interval_s=app.settings.conversation_check_interval_s,
+    after_write=uncache_again,
 )

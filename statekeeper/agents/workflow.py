@@ -69,40 +69,11 @@ async def handle_item_event(envelope: Envelope) -> bool:
     change = apply_event(before, envelope, definition, now_ms(), source_offset())
     if change is None:
         return False
-    if isinstance(change, Replay):
-        assert before is not None
-        await replay_change(key, before, change.version)
+    if isinstance(change, Replay):  # applied, and in RocksDB: its batch is read again
+        metrics.replayed += 1
         return False
     await emit(status_name, key, record_change(key, before, change, definition))
     return True
-
-
-async def replay_change(key: bytes, item: Item, version: int) -> None:
-    """Write again what a change wrote, after a crash may have lost part of it.
-
-    A batch's records are all produced before its offset is committed, but a crash in
-    between leaves some acknowledged and some not; faust's recovery puts the acknowledged
-    changelog records back into RocksDB and the batch is read again. A record found
-    applied then has its writes and status record sent again: rewriting the same bytes is
-    idempotent, the status record may appear twice (same key and version), never not at all.
-    """
-    history_entry = staged_history.get(history_key(key, version))
-    if history_entry is None:
-        return
-    staged_items[key] = item.to_bytes()
-    staged_history[history_key(key, version)] = history_entry
-    counter_key = counts_key(item.tenant, item.workflow)
-    if staged_counts.get(counter_key) is not None:  # written again, as it is now
-        staged_counts.kept(counter_key, Counts.from_bytes)
-    if item.deadline is not None:
-        entry = deadline_key(item.deadline, key)
-        current_deadline = staged_deadlines.get(entry)
-        if current_deadline is not None:
-            staged_deadlines[entry] = current_deadline
-    schedule(key, None, item)
-    metrics.replayed += 1
-    logger.info("replayed %r version %d after a restart", key, version)
-    await emit(status_name, key, history_entry)
 
 
 def record_change(

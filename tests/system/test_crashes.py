@@ -52,8 +52,8 @@ async def test_sigkill_during_mixed_stream_loses_nothing(
     await wait_notices(deployment.bootstrap, deployment, stream.model)
     compared = check_state(worker.url, stream.model)
     outputs = await check_outputs(deployment.bootstrap, deployment, stream.model)
-    # Every pattern stages a batch's notices with its state: a SIGKILL repeats none.
-    assert outputs["notice_repeats"] == 0
+    # Every pattern stages a batch's outputs with its state: a SIGKILL repeats none.
+    assert (outputs["status_repeats"], outputs["notice_repeats"]) == (0, 0)
     figures.update(
         fault="SIGKILL of the only worker, 3 times", events=len(stream.events),
         entities=compared, lost_or_corrupted=0, **outputs,
