@@ -185,6 +185,8 @@ async def test_forget_leaves_nothing_behind_across_restarts_and_rebuilds(
     assert [n["type"] for _, n in notices] == ["conversation.forgotten"]
     receipt = notices[0][1]
     assert receipt["removed"]["messages"] == 25 and receipt["removed"]["cached_results"] >= 1
+    # RocksDB follows the receipt within milliseconds (the batched path), then it all holds.
+    wait_for(lambda: get(worker, "cy", "messages", conversation="A")[0] == 404)
     assert_forgotten_conversation(worker)
     assert_nothing_cached(deployment, "Quokka")
 
