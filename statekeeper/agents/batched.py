@@ -38,6 +38,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TableT
 from rocksdict import WriteBatch
 
@@ -55,7 +56,7 @@ from statekeeper.stores.staged import NO_HEADERS, Headers, Staging, staging
 
 logger = logging.getLogger(__name__)
 
-OFFSET_KEY = b"__faust\0offset__"  # where faust's RocksDB store keeps its changelog offset
+OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelog offset
 MAX_RECORDS = 2_000  # per fetch, all partitions together (see _send: one request per flush)
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 YIELD_EVERY = 50  # records handled between two chances for the web server to answer

@@ -83,13 +83,6 @@ def _position() -> tuple[int, int]:
     return batch.partition, batch.offset
 
 
-def _record_time() -> int:
-    """The record's Kafka timestamp, never ahead of this clock: the same each time the record
-    is handled (a batch whose produce failed is handled again)."""
-    stamp, now = in_hand("a conversation event").timestamp_ms, now_ms()
-    return min(stamp, now) if stamp else now
-
-
 async def _uncache(tenant: str, user: str) -> int:
     """Delete the user's cached summaries now and after the batch; how many there were."""
     tag = cache_tag(user)
@@ -196,7 +189,7 @@ async def forget(envelope: Envelope) -> bool:
     _settle(rk, record, envelope.tenant)
     cached = await _uncache(envelope.tenant, envelope.key)
     removed = Removed(len(doomed), sum(m.tokens for m in doomed), conversations, cached)
-    notice = forgotten_notice(envelope, conversation, removed, _record_time())
+    notice = forgotten_notice(envelope, conversation, removed, in_hand().event_time(now_ms()))
     messages[receipt_key(rk, envelope.id)] = codec.pack([offset, notice])
     await emit(notices_name, rk, codec.pack(notice))
     logger.info("forgot %s of %r: %s", conversation or "everything", rk, removed)
@@ -205,7 +198,7 @@ async def forget(envelope: Envelope) -> bool:
 
 def _doomed(partition: int, rk: bytes, conversation: str | None) -> list[Message]:
     if conversation is None:
-        return list(_messages_of(partition, rk))
+        return _messages_of(partition, rk)
     turns = scan_prefix_staged(conversation_messages, partition, turns_prefix(rk, conversation))
     found = (messages.get(message_key(rk, seq_of(key))) for key, _ in turns)
     return [Message.from_bytes(raw) for raw in found if raw is not None]

@@ -68,12 +68,6 @@ def _source(batch: Staging) -> Source:
     return (events_name, batch.partition, batch.offset)
 
 
-def _event_time(batch: Staging, now: int) -> int:
-    """The record's timestamp (same on every reprocessing), never ahead of this clock."""
-    stamp = batch.timestamp_ms
-    return min(stamp, now) if stamp else now
-
-
 async def handle_session_event(envelope: Envelope) -> bool:
     """Apply one session event; False when it is a redelivery with no effect."""
     key = envelope.record_key
@@ -89,7 +83,7 @@ async def handle_session_event(envelope: Envelope) -> bool:
         if reason is not None:  # the clock has not come round yet: the deadline decides
             closed = await close(key, before, reason, before.deadline, None, _source(batch))
             return _closed_answer(envelope, closed)
-    outcome = apply_event(before, envelope, _event_time(batch, now), batch.offset, limits)
+    outcome = apply_event(before, envelope, batch.event_time(now), batch.offset, limits)
     if outcome is None:
         return False
     if isinstance(outcome, Replay):

@@ -25,6 +25,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 from rocksdict import WriteBatch
 
@@ -33,7 +34,7 @@ from statekeeper.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-OFFSET_KEY = b"__faust\0offset__"  # where faust's RocksDB store keeps its changelog offset
+OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelog offset
 BUDGET_SHARE = 0.6  # of broker_request_timeout, the time faust allows this step
 FETCH_RECORDS = 20_000
 

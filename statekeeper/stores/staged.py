@@ -69,6 +69,12 @@ class Staging:
         self.largest = 0
         """The largest of :attr:`sizes`."""
 
+    def event_time(self, now: int) -> int:
+        """The record's timestamp, never ahead of ``now``: the same each time the record is
+        handled (after a crash, or when a failed flush makes the batch be handled again)."""
+        stamp = self.timestamp_ms
+        return min(stamp, now) if stamp else now
+
     def read(self, table: TableT, key: bytes) -> bytes | None:
         if self.kept:
             kept = self.kept.get(table)

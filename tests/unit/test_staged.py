@@ -79,3 +79,12 @@ def test_a_kept_row_is_decoded_once_and_encoded_when_the_batch_is_sealed() -> No
     assert Counts.from_bytes(batch.writes[table][b"c"]).states == {"a": 3}
     assert Counts.from_bytes(batch.writes[table][b"new"]).states == {"b": 1}
     assert not batch.kept
+
+
+def test_event_time_is_the_record_timestamp_never_ahead_of_the_clock() -> None:
+    batch = Staging(0)
+    assert batch.event_time(5_000) == 5_000  # clock work: no record timestamp
+    batch.timestamp_ms = 4_000
+    assert batch.event_time(5_000) == 4_000
+    batch.timestamp_ms = 9_000  # a producer clock ahead of ours
+    assert batch.event_time(5_000) == 5_000
