@@ -277,7 +277,7 @@ async def latency_under_load(
     await producer.start()
     sent, begin = 0, time.time()
     while (elapsed := time.time() - begin) < seconds:
-        due = int(elapsed * rate)
+        due = int(elapsed * rate) + 1  # event n is due at n / rate: sent from then on
         while sent < due:
             n = sent % items
             # every transition legal: to the other state than the item's (``states``)

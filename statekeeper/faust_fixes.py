@@ -15,7 +15,7 @@ the method runs unchanged, except that its ``consumer.resume_partitions`` call i
 until just after ``flow_control.resume()``. Seek, clear, then fetch — the order the rest of
 faust uses.
 
-Beside the correction, three speed-ups:
+Beside the correction, four speed-ups:
 
 - before faust reads the start offsets of its active changelog partitions, those far behind
   are restored in bulk (:mod:`statekeeper.stores.restore`), so a rebuilt data dir does not
@@ -25,7 +25,10 @@ Beside the correction, three speed-ups:
 - a RocksDB store flushes its databases' memtables when it stops. faust only drops them
   (the ``close()`` is commented out), and RocksDB does not flush on close while its
   write-ahead log is on, so every start replayed up to two write buffers of log per table
-  partition: seconds with a million items.
+  partition: seconds with a million items;
+- a table hashes by identity in C. faust's ``Collection.__hash__`` returns
+  ``object.__hash__(self)`` from a Python method, and the batched path keys its staged
+  writes by table: several Python calls per event, for the same value.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import logging
 from typing import Any
 
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables.base import Collection
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
@@ -125,3 +129,5 @@ def install() -> None:
         RocksDBStore.stop = _store_stop  # type: ignore[method-assign]
     if TableManager.on_start is not _tables_on_start:
         TableManager.on_start = _tables_on_start  # type: ignore[method-assign]
+    if Collection.__hash__ is not object.__hash__:
+        Collection.__hash__ = object.__hash__  # type: ignore[assignment,method-assign]

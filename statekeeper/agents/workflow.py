@@ -6,7 +6,8 @@ one record goes to ``statekeeper.workflow.status``. Item events take the batched
 (:mod:`statekeeper.agents.batched`): a partition's records are applied in order and its
 writes land together, after Kafka has acknowledged them. The same runner does the clock
 work of each owned partition between batches: ``workflow.stuck`` notices for passed SLAs
-and purges of finished items past retention.
+and purges of finished items past retention. Once a batch is in RocksDB, the cached
+results of the workflows it changed are invalidated (:mod:`~statekeeper.agents.cache_invalidation`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from statekeeper import codec
 from statekeeper.agents.batched import BatchedInput
+from statekeeper.agents.cache_invalidation import invalidate_changed, note_change
 from statekeeper.agents.clock import now_ms
 from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
@@ -71,6 +73,8 @@ async def handle_item_event(envelope: Envelope) -> bool:
         return False
     if isinstance(change, Replay):  # applied, and in RocksDB: its batch is read again
         metrics.replayed += 1
+        if before is not None:  # the crash may have come before the invalidation
+            note_change(before.tenant, before.workflow)
         return False
     await emit(status_name, key, record_change(key, before, change, definition))
     return True
@@ -87,6 +91,7 @@ def record_change(
     if (deadline, purge_at) != (item.deadline, item.purge_at):
         item = item.evolve(deadline=deadline, purge_at=purge_at)
     status = codec.pack(change.status)
+    note_change(item.tenant, item.workflow)
     staged_items[key] = item.to_bytes()
     staged_history[history_key(key, item.version)] = status
     if before is None or (before.state, before.condition) != (item.state, item.condition):
@@ -142,4 +147,5 @@ runner = BatchedInput(
     tick=tick,
     tick_interval_s=app.settings.sla_check_interval_s,
     before_start=registry.caught_up.wait,
+    after_write=invalidate_changed,
 )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from statekeeper import codec
 from statekeeper.topics.rejections import Reason, Rejected
@@ -16,16 +15,20 @@ MAX_ID_CHARS = 128
 MAX_KEY_BYTES = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One validated input event."""
+class Envelope(NamedTuple):
+    """One validated input event.
+
+    A named tuple: every input record makes one, and a tuple is built in one step where a
+    frozen dataclass sets each field through ``object.__setattr__``. ``data`` is never
+    changed in place (the default map is shared).
+    """
 
     id: str
     type: str
     tenant: str
     key: str
     ts: int
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = {}  # noqa: RUF012 (shared default, never mutated: see above)
     v: int = ENVELOPE_VERSION
 
     @property
@@ -85,7 +88,7 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
     if not key.isascii() and len(key.encode()) > MAX_KEY_BYTES:  # else chars are bytes
         raise Rejected(Reason.INVALID_ENVELOPE, f"field 'key' exceeds {MAX_KEY_BYTES} bytes", value)
     ts = value.get("ts")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+    if type(ts) is not int or ts < 0:  # not a bool (a subclass of int), nor another subclass
         raise Rejected(Reason.INVALID_ENVELOPE, "field 'ts' must be a non-negative integer", value)
     data = value.get("data", {})
     if not isinstance(data, dict):
@@ -96,12 +99,12 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
             f"type {event_type!r} is not accepted here (expected one of {sorted(types)})",
             value,
         )
-    return Envelope(id=event_id, type=event_type, tenant=tenant, key=key, ts=ts, data=data)
+    return Envelope(event_id, event_type, tenant, key, ts, data)
 
 
 def _text(value: dict[str, Any], name: str, *, max_chars: int) -> str:
     text = value.get(name)
-    if not isinstance(text, str) or not text:
+    if type(text) is not str or not text:  # msgpack decodes to exact str
         raise Rejected(Reason.INVALID_ENVELOPE, f"field {name!r} must be a non-empty string", value)
     if len(text) > max_chars:
         raise Rejected(Reason.INVALID_ENVELOPE, f"field {name!r} exceeds {max_chars}", value)

@@ -58,15 +58,16 @@ async def invoice_history(dep: Deployment, items: int) -> None:
     await send_envelopes(dep.bootstrap, dep.topic("workflow.events"), events)
 
 
-async def status_stream_consumed(dep: Deployment, workers: list[WorkerProcess]) -> bool:
-    """Every status record read by the workers' group and no invalidation left to send."""
-    topic = dep.topic("workflow.status")
+async def events_applied(dep: Deployment, workers: list[WorkerProcess]) -> bool:
+    """Every workflow event committed (so its batch's invalidations were scheduled) and no
+    invalidation left to send."""
+    topic = dep.topic("workflow.events")
     admin = AIOKafkaAdminClient(bootstrap_servers=dep.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=dep.bootstrap, group_id=None)
     await admin.start()
     await consumer.start()
     try:
-        group = f"{dep.env['STATEKEEPER_APP_ID']}-cache-invalidation"
+        group = f"{dep.env['STATEKEEPER_APP_ID']}-workflow"
         committed = await admin.list_consumer_group_offsets(group)
         ours = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
         ends = await consumer.end_offsets(list(ours)) if ours else {}
@@ -78,10 +79,10 @@ async def status_stream_consumed(dep: Deployment, workers: list[WorkerProcess]) 
     return caught_up and idle
 
 
-async def wait_status_consumed(dep: Deployment, workers: list[WorkerProcess]) -> None:
+async def wait_events_applied(dep: Deployment, workers: list[WorkerProcess]) -> None:
     deadline = time.monotonic() + 60
-    while not await status_stream_consumed(dep, workers):
-        assert time.monotonic() < deadline, "status stream not consumed"
+    while not await events_applied(dep, workers):
+        assert time.monotonic() < deadline, "workflow events not all applied"
         await asyncio.sleep(0.3)
 
 
@@ -120,7 +121,7 @@ async def test_report_computed_once_for_100_requests_to_two_workers_and_invalida
     )  # fmt: skip
     await invoice_history(deployment, 30)
     wait_counts(workers[0], {"sent": 15, "paid": 15}, {"active": 15, "completed": 15})
-    await wait_status_consumed(deployment, workers)
+    await wait_events_applied(deployment, workers)
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         answers = list(pool.map(lambda n: report(workers[n % 2]), range(100)))
@@ -147,7 +148,7 @@ async def test_report_computed_once_for_100_requests_to_two_workers_and_invalida
         [envelope("workflow.start", "ord-1", {"workflow": "order"})],
     )
     item_when(f"{workers[0].url}/v1/workflows/ord-1", lambda b: True)
-    await wait_status_consumed(deployment, workers)
+    await wait_events_applied(deployment, workers)
     assert report(workers[0])[0] == "hit"
 
     # A change to the invoice workflow: the report follows it within a second.
@@ -191,7 +192,7 @@ async def test_without_redis_reports_bypass_events_go_on_and_caching_resumes(
         await define_invoice(deployment)
         await invoice_history(deployment, 4)
         wait_counts(worker, {"sent": 2, "paid": 2}, {"active": 2, "completed": 2})
-        await wait_status_consumed(deployment, [worker])
+        await wait_events_applied(deployment, [worker])
         assert report(worker)[0] == "miss"
         assert report(worker)[0] == "hit"
 
