@@ -69,15 +69,31 @@ class RecentIds(NamedTuple):
         """The highest offset held, or None when empty."""
         if not self.offsets:
             return None
-        return max(struct.unpack(f">{self.size}q", self.offsets))
+        return max(_offsets_struct(len(self.offsets)).unpack(self.offsets))
 
     def append(self, event_id: str, offset: int, *, keep: int | None) -> RecentIds:
         """With (``event_id``, ``offset``) added as the newest; at most ``keep`` entries."""
         raw = event_id.encode()
-        ids = self.ids + len(raw).to_bytes(_LENGTH, "big") + raw
-        offsets = self.offsets + offset.to_bytes(_OFFSET, "big", signed=True)
+        ids, offsets = self.ids, self.offsets
         if keep is not None:
-            while len(offsets) > keep * _OFFSET:
-                ids = ids[_LENGTH + int.from_bytes(ids[:_LENGTH], "big") :]
-                offsets = offsets[_OFFSET:]
-        return RecentIds(ids, offsets)
+            drop = len(offsets) // _OFFSET + 1 - keep  # entries over the bound once added
+            if drop > 0:
+                at = 0
+                for _ in range(drop):
+                    at += _LENGTH + int.from_bytes(ids[at : at + _LENGTH], "big")
+                ids, offsets = ids[at:], offsets[drop * _OFFSET :]
+        return RecentIds(
+            b"".join((ids, len(raw).to_bytes(_LENGTH, "big"), raw)),
+            offsets + offset.to_bytes(_OFFSET, "big", signed=True),
+        )
+
+
+_structs: dict[int, struct.Struct] = {}
+
+
+def _offsets_struct(size: int) -> struct.Struct:
+    """The compiled format of ``size`` bytes of offsets (one per entry count in use)."""
+    compiled = _structs.get(size)
+    if compiled is None:
+        compiled = _structs[size] = struct.Struct(f">{size // _OFFSET}q")
+    return compiled
