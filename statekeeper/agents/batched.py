@@ -16,6 +16,12 @@ and standbys, routing queries to owners — and reads its input topic itself:
    partition, holding faust's persisted changelog offset (so faust's own recovery never
    re-reads what is already there); then the input offsets are committed.
 
+Step 3 overlaps the next batch's step 2: while a batch's acknowledgements travel, the records
+fetched meanwhile are handled on top of it (reads see its staged writes). That batch is
+finished (step 3) before the next one is sent, so nothing is sent until every record before
+it has landed; if Kafka refuses a batch, the one handled on top of it is dropped and both
+are read again. Clock work waits for the batch in flight: it scans RocksDB.
+
 A crash before the acknowledgements re-reads the batch against the state before it. A crash
 after them and before the RocksDB write leaves the changelog ahead of RocksDB; faust's
 recovery replays it at the next start, and the batch is read again. Either way handlers are
@@ -33,7 +39,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -81,6 +87,19 @@ class InputRecord:
         self.value = record.value
 
 
+class InFlight(NamedTuple):
+    """A batch whose records are queued for Kafka, their acknowledgements not awaited."""
+
+    batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
+    sent: list[tuple[tuple[str, int], list[tuple[int, asyncio.Future[Any]]]]]
+    """(topic, partition) -> (records, acknowledgement) of each produce batch."""
+    changelogs: dict[tuple[str, int], TableT]
+    """Changelog (topic, partition) -> its table."""
+
+    def stagings(self) -> dict[int, Staging]:
+        return {batch.partition: batch for batch, _ in self.batches}
+
+
 class BatchedInput:
     """Reads ``pipeline.topic`` for the partitions of ``owner`` this worker owns."""
 
@@ -111,6 +130,7 @@ class BatchedInput:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.commit_in_flight: asyncio.Future[None] | None = None
+        self.in_flight: InFlight | None = None
         batched_inputs[pipeline.topic] = self
         app.task(self.run)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -224,51 +244,79 @@ class BatchedInput:
         return starts
 
     async def _batch(self) -> None:
+        """Fetch, handle and send one batch; finish the one before it meanwhile.
+
+        The batch before is still travelling while this one is handled (reads see its writes,
+        :class:`~statekeeper.stores.staged.Staging`), and is finished — acknowledged, written
+        to RocksDB, committed — before this one is sent. So a batch is only ever sent once
+        every record before it has landed, as without the overlap, and the worker handles
+        records instead of idling for the broker's acknowledgement.
+        """
         assert self.consumer is not None
-        fetched = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+        # With a batch in flight take only what is fetched already; with nothing, finish it.
+        wait_ms = 0 if self.in_flight is not None else 100
+        fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=MAX_RECORDS)
         now = time.monotonic()
+        ticking = {p for p in self.partitions if self.tick and now >= self.next_tick.get(p, 0.0)}
+        # clock work scans RocksDB, so it runs with nothing in flight
+        if self.in_flight and (not fetched or ticking) and not await self._finish():
+            return
+        behind = self.in_flight.stagings() if self.in_flight is not None else {}
         batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = []
         for partition in sorted(self.partitions):
             records = fetched.get(self.tp(partition), [])
-            ticking = self.tick is not None and now >= self.next_tick.get(partition, 0.0)
-            if not records and not ticking:
-                continue
-            batch = Staging(partition)
-            with staging(batch):
-                if ticking and self.tick is not None:
+            if records or partition in ticking:
+                batch = Staging(partition, behind.get(partition))
+                if partition in ticking:
                     self.next_tick[partition] = now + self.tick_interval_s
-                    await self.tick(partition, int(time.time() * 1000))
-                for n, record in enumerate(records, 1):
-                    batch.offset, batch.timestamp_ms = record.offset, record.timestamp
-                    await self.pipeline.handle_record(InputRecord(record))
-                    if batch.full() and n < len(records):  # the rest in the next batch
-                        self.consumer.seek(self.tp(partition), record.offset + 1)
-                        records = records[:n]
-                        break
-                    if n % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # let queries in: a batch is CPU-bound
-            batch.seal()
-            batches.append((batch, records))
-        if batches:
-            await self._apply(batches)
+                batches.append((batch, await self._handle(batch, records, partition in ticking)))
+        if not batches:
+            return
+        if not await self._finish():  # it never landed: what was read on top of it is dropped
+            return
+        for batch, _ in batches:
+            batch.behind = None  # in RocksDB now
+        try:
+            self.in_flight = await self._send(batches)
+        except Exception as exc:  # broker trouble: nothing is applied, read the batch again
+            await self._read_again(exc)
 
-    async def _apply(
-        self, batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
-    ) -> None:
-        """Produce and await every ack, write RocksDB, then commit (module docstring).
+    async def _handle(
+        self, batch: Staging, records: Sequence[ConsumerRecord[bytes, bytes]], tick: bool
+    ) -> Sequence[ConsumerRecord[bytes, bytes]]:
+        """Stage clock work and ``records`` into ``batch``; the records it took, sealed."""
+        assert self.consumer is not None
+        with staging(batch):
+            if tick and self.tick is not None:
+                await self.tick(batch.partition, int(time.time() * 1000))
+            for n, record in enumerate(records, 1):
+                batch.offset, batch.timestamp_ms = record.offset, record.timestamp
+                await self.pipeline.handle_record(InputRecord(record))
+                if batch.full() and n < len(records):  # the rest in the next batch
+                    self.consumer.seek(self.tp(batch.partition), record.offset + 1)
+                    records = records[:n]
+                    break
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let queries in: a batch is CPU-bound
+        batch.seal()
+        return records
+
+    async def _finish(self) -> bool:
+        """Await the batch in flight, write it to RocksDB, commit it; False if it failed.
 
         The commit is not awaited here: the next batch is read and handled while it
         travels, and the next commit (or a seek, or a handover) waits for it first, so
         commits stay in order. A crash before it lands reads the batch again, as before.
         """
+        flight, self.in_flight = self.in_flight, None
+        if flight is None:
+            return True
         try:
-            changelog_offsets = await self._produce([batch for batch, _ in batches])
-        except Exception as exc:  # broker trouble: nothing is applied, read the batch again
-            logger.warning("%s: batch not applied (%r); reading it again", self.pattern, exc)
-            await self._assign(set(self.partitions))
-            await asyncio.sleep(0.5)
-            return
-        for batch, records in batches:
+            changelog_offsets = await self._acknowledged(flight)
+        except Exception as exc:
+            await self._read_again(exc)
+            return False
+        for batch, records in flight.batches:
             self._write(batch, changelog_offsets)
             if records:
                 processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
@@ -276,12 +324,19 @@ class BatchedInput:
             await self.after_write()
         commits = {
             self.tp(batch.partition): records[-1].offset + 1
-            for batch, records in batches
+            for batch, records in flight.batches
             if records
         }
         if commits:
-            await self._settle()
+            await self._settle_commit()
             self.commit_in_flight = asyncio.ensure_future(self._commit(commits))
+        return True
+
+    async def _read_again(self, exc: Exception) -> None:
+        """Kafka did not take a batch: apply nothing of it, read on from the committed offsets."""
+        logger.warning("%s: batch not applied (%r); reading it again", self.pattern, exc)
+        await self._assign(set(self.partitions))
+        await asyncio.sleep(0.5)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
@@ -291,25 +346,32 @@ class BatchedInput:
             logger.warning("%s: commit failed (%r); the next batch commits", self.pattern, exc)
 
     async def _settle(self) -> None:
-        """Wait for the commit in flight, if any."""
+        """Finish the batch in flight and wait for the commit in flight, if any."""
+        await self._finish()
+        await self._settle_commit()
+
+    async def _settle_commit(self) -> None:
         commit, self.commit_in_flight = self.commit_in_flight, None
         if commit is not None:
             await commit
 
-    async def _produce(self, batches: list[Staging]) -> dict[tuple[TableT, int], int]:
-        """Send every output and changelog record; the last changelog offset per partition.
+    async def _send(
+        self, batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
+    ) -> InFlight:
+        """Queue every output and changelog record of ``batches``; acknowledgements pending.
 
         Records go out as one produce batch per topic partition (the idempotent producer
         keeps them in order); the per-record ``send`` path costs more than the handlers.
         """
+        stagings = [batch for batch, _ in batches]
         # Metadata first: a send_batch that has to fetch a topic's metadata yields to the
         # sender, which would then send the batches queued so far in a request of their own.
-        topics = {output[0] for batch in batches for output in batch.outputs}
-        topics.update(t.changelog_topic.get_topic_name() for b in batches for t in b.writes)
+        topics = {output[0] for batch in stagings for output in batch.outputs}
+        topics.update(t.changelog_topic.get_topic_name() for b in stagings for t in b.writes)
         counts = {topic: await self._partition_count(topic) for topic in topics}
         outputs: dict[tuple[str, int], list[Row]] = {}
         changelogs: dict[tuple[str, int], tuple[TableT, list[dict[bytes, bytes | None]]]] = {}
-        for batch in batches:
+        for batch in stagings:
             for topic, key, value, headers in batch.outputs:
                 partition = partition_for(key, counts[topic])
                 outputs.setdefault((topic, partition), []).append((key, value, headers))
@@ -325,21 +387,31 @@ class BatchedInput:
         ]
         # Queued with no yield in between, so the sender finds them all and sends one request.
         assert self.producer is not None
-        sent: list[list[tuple[int, asyncio.Future[Any]]]] = []
-        for ((topic, partition), _), builders in zip(destinations, built, strict=True):
+        sent: list[tuple[tuple[str, int], list[tuple[int, asyncio.Future[Any]]]]] = []
+        for (where, _), builders in zip(destinations, built, strict=True):
+            topic, partition = where
             sent.append(
-                [
-                    (count, await self.producer.send_batch(builder, topic, partition=partition))
-                    for count, builder in builders
-                ]
+                (
+                    where,
+                    [
+                        (count, await self.producer.send_batch(builder, topic, partition=partition))
+                        for count, builder in builders
+                    ],
+                )
             )
+        tables = {where: table for where, (table, _) in changelogs.items()}
+        return InFlight(batches, sent, tables)
+
+    async def _acknowledged(self, flight: InFlight) -> dict[tuple[TableT, int], int]:
+        """Await every acknowledgement of ``flight``; the last changelog offset per partition."""
         offsets: dict[tuple[TableT, int], int] = {}
-        for ((topic, partition), _), chunks in zip(destinations, sent, strict=True):
+        for (topic, partition), chunks in flight.sent:
             last = -1
             for count, future in chunks:
                 last = (await future).offset + count - 1
-            if (topic, partition) in changelogs:
-                offsets[(changelogs[(topic, partition)][0], partition)] = last
+            table = flight.changelogs.get((topic, partition))
+            if table is not None:
+                offsets[(table, partition)] = last
         return offsets
 
     async def _build(

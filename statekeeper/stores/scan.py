@@ -74,7 +74,8 @@ def get_in_partition(table: TableT, partition: int, key: bytes) -> bytes | None:
 
 
 def scan_prefix_staged(table: TableT, partition: int, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    """:func:`scan_prefix` as the batch in hand sees it: its pending writes and deletes win.
+    """:func:`scan_prefix` as the batch in hand sees it: pending writes and deletes win
+    (its own, and those of the batch before it while that one travels).
 
     The batched path keeps a batch's writes in memory until Kafka has them
     (:mod:`statekeeper.stores.staged`); a handler that scans what earlier records of the
@@ -83,12 +84,12 @@ def scan_prefix_staged(table: TableT, partition: int, prefix: bytes) -> list[tup
     """
     rows = dict(scan_prefix(table, partition, prefix))
     batch = staged.current()
-    pending = batch.writes.get(table) if batch is not None else None
-    for key, value in (pending or {}).items():
-        if not key.startswith(prefix):
-            continue
-        if value is None:
-            rows.pop(key, None)
-        else:
-            rows[key] = value
+    for writes in batch.pending(table) if batch is not None else []:
+        for key, value in writes.items():
+            if not key.startswith(prefix):
+                continue
+            if value is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = value
     return sorted(rows.items())

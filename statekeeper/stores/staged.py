@@ -8,9 +8,12 @@ written by many events costs one changelog record), and so do the records the ba
 for every acknowledgement, commits the input offset and only then writes RocksDB, one
 write batch per table partition, with faust's persisted changelog offset inside it.
 
-Reads see the batch's own writes first, then the partition's RocksDB. Scans
-(:mod:`statekeeper.stores.scan`) read RocksDB only: the runner handles clock work (due
-deadlines, purges) at the start of a batch, before any event of it is staged.
+Reads see the batch's own writes first, then those of the partition's previous batch while
+Kafka has not acknowledged it yet (the runner handles a batch while the one before it
+travels), then the partition's RocksDB. Scans (:mod:`statekeeper.stores.scan`) read
+RocksDB only, except :func:`~statekeeper.stores.scan.scan_prefix_staged`: the runner
+handles clock work (due deadlines, purges) at the start of a batch, with no batch in
+flight, before any event of it is staged.
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ Row = TypeVar("Row", bound=Encodable)
 class Staging:
     """The pending table writes and output records of one partition's batch."""
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, behind: Staging | None = None) -> None:
         self.partition = partition
+        self.behind = behind
+        """The partition's previous batch while Kafka has not acknowledged it (sealed, not
+        in RocksDB yet): reads see its writes. The runner drops it once it is written."""
         self.offset = -1
         """Source offset of the record being handled (-1 for clock work)."""
         self.timestamp_ms: int | None = None
@@ -83,9 +89,21 @@ class Staging:
         pending = self.writes.get(table)
         if pending is not None and key in pending:
             return pending[key]
+        behind = self.behind
+        if behind is not None:
+            pending = behind.writes.get(table)
+            if pending is not None and key in pending:
+                return pending[key]
         db = table.data._db_for_partition(self.partition)  # type: ignore[attr-defined]
         value: bytes | None = db.get(key)
         return value
+
+    def pending(self, table: TableT) -> list[dict[bytes, bytes | None]]:
+        """The writes to ``table`` not in RocksDB yet, as reads see them: oldest first."""
+        chain = [self.writes.get(table)]
+        if self.behind is not None:
+            chain.append(self.behind.writes.get(table))
+        return [writes for writes in reversed(chain) if writes]
 
     def write(self, table: TableT, key: bytes, value: bytes | None) -> None:
         pending = self.writes.get(table)

@@ -48,3 +48,17 @@ def test_the_batch_writes_and_deletes_win_over_rocksdb_in_key_order() -> None:
 def test_outside_a_batch_it_is_the_plain_scan() -> None:
     table = table_with({b"u1/a": b"1", b"u2/a": b"x"})
     assert scan_prefix_staged(table, 0, b"u1/") == [(b"u1/a", b"1")]
+
+
+def test_the_batch_in_flight_behind_is_seen_under_the_batch_in_hand() -> None:
+    table = table_with({b"u1/a": b"1", b"u1/b": b"2"})
+    behind = Staging(0)
+    behind.write(table, b"u1/a", None)  # deleted by the batch in flight
+    behind.write(table, b"u1/c", b"3")  # written by it
+    behind.write(table, b"u1/d", b"4")
+    batch = Staging(0, behind=behind)
+    batch.write(table, b"u1/a", b"1'")  # written again in the batch in hand
+    batch.write(table, b"u1/d", None)
+    with staging(batch):
+        seen = scan_prefix_staged(table, 0, b"u1/")
+    assert seen == [(b"u1/a", b"1'"), (b"u1/b", b"2"), (b"u1/c", b"3")]

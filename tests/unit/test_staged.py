@@ -88,3 +88,30 @@ def test_event_time_is_the_record_timestamp_never_ahead_of_the_clock() -> None:
     assert batch.event_time(5_000) == 4_000
     batch.timestamp_ms = 9_000  # a producer clock ahead of ours
     assert batch.event_time(5_000) == 5_000
+
+
+class StoredTable:
+    """A table whose partitions' databases hold three rows."""
+
+    name = "t"
+    data = SimpleNamespace(
+        _db_for_partition=lambda _: {b"old": b"db", b"both": b"db", b"dropped": b"db"}
+    )
+
+
+def test_reads_see_the_batch_in_flight_behind_then_the_database() -> None:
+    table = cast(Any, StoredTable())
+    behind = Staging(0)
+    behind.write(table, b"both", b"behind")
+    behind.write(table, b"dropped", None)
+    behind.write(table, b"mine", b"behind")
+    behind.seal()
+    batch = Staging(0, behind=behind)
+    batch.write(table, b"mine", b"now")
+    assert batch.read(table, b"old") == b"db"
+    assert batch.read(table, b"both") == b"behind"
+    assert batch.read(table, b"dropped") is None  # a tombstone in flight hides the row
+    assert batch.read(table, b"mine") == b"now"
+    assert batch.pending(table) == [behind.writes[table], batch.writes[table]]
+    batch.behind = None  # written: RocksDB answers for it now
+    assert batch.read(table, b"both") == b"db"
