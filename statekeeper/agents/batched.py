@@ -112,9 +112,10 @@ class BatchedInput:
         tick: Tick | None = None,
         tick_interval_s: float = 1.0,
         before_start: Callable[[], Awaitable[Any]] | None = None,
-        after_write: Callable[[], Awaitable[Any]] | None = None,
+        after_write: Callable[[set[Any]], Awaitable[Any]] | None = None,
     ) -> None:
-        """``after_write`` runs once a batch is in RocksDB (side effects outside Kafka)."""
+        """``after_write`` runs once a batch is in RocksDB (side effects outside Kafka),
+        with the notes its handlers left (:attr:`Staging.notes`)."""
         self.pattern = pattern
         self.pipeline = pipeline
         self.owner = owner
@@ -259,7 +260,7 @@ class BatchedInput:
         now = time.monotonic()
         ticking = {p for p in self.partitions if self.tick and now >= self.next_tick.get(p, 0.0)}
         # clock work scans RocksDB, so it runs with nothing in flight
-        if self.in_flight and (not fetched or ticking) and not await self._finish():
+        if self.in_flight is not None and (not fetched or ticking) and not await self._finish():
             return
         behind = self.in_flight.stagings() if self.in_flight is not None else {}
         batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = []
@@ -321,7 +322,7 @@ class BatchedInput:
             if records:
                 processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
         if self.after_write is not None:
-            await self.after_write()
+            await self.after_write(set().union(*(batch.notes for batch, _ in flight.batches)))
         commits = {
             self.tp(batch.partition): records[-1].offset + 1
             for batch, records in flight.batches

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from statekeeper.app import app
 from statekeeper.metrics import metrics
 from statekeeper.stores.cache import cache
+from statekeeper.stores.staged import in_hand
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +83,12 @@ class Debouncer:
 debouncer = Debouncer(app.settings.cache_invalidation_debounce_s, cache.invalidate)
 
 
-changed: set[tuple[str, str]] = set()
-"""(tenant, workflow) pairs the batch in hand changed (:func:`note_change`)."""
-
-
 def note_change(tenant: str, workflow: str) -> None:
     """A workflow item of ``tenant`` changed in the batch in hand."""
-    changed.add((tenant, workflow))
+    in_hand("a workflow change").notes.add((tenant, workflow))
 
 
-async def invalidate_changed() -> None:
+async def invalidate_changed(changed: set[tuple[str, str]]) -> None:
     """After a batch is in RocksDB: invalidate every tag it changed (debounced)."""
     for tenant, workflow in changed:
         debouncer.note(tenant, f"workflow:{workflow}")
-    changed.clear()

@@ -69,9 +69,6 @@ messages = StagedTable(conversation_messages)
 users = StagedTable(conversation_users)
 index = StagedTable(conversation_deadlines)
 
-uncached_again: set[tuple[str, str]] = set()
-"""(tenant, cache tag) deleted by the batch in hand: deleted again once it is applied."""
-
 
 def cache_tag(user: str) -> str:
     """The cache tag of everything cached from one user's memory (tenant-scoped by the cache)."""
@@ -86,7 +83,7 @@ def _position() -> tuple[int, int]:
 async def _uncache(tenant: str, user: str) -> int:
     """Delete the user's cached summaries now and after the batch; how many there were."""
     tag = cache_tag(user)
-    uncached_again.add((tenant, tag))
+    in_hand("a conversation event").notes.add((tenant, tag))  # deleted again once applied
     return await cache.delete_tagged(tenant, [tag])
 
 
@@ -304,10 +301,9 @@ async def purge(partition: int, rk: bytes, record: UserRecord, now: int) -> None
     logger.info("purged %d messages of %r (%s)", len(removed), rk, ", ".join(sorted(reasons)))
 
 
-async def uncache_again() -> None:
+async def uncache_again(uncached: set[tuple[str, str]]) -> None:
     """Once a batch is in RocksDB: delete again what its forgets and purges uncached."""
-    while uncached_again:
-        tenant, tag = uncached_again.pop()
+    for tenant, tag in uncached:
         await cache.delete_tagged(tenant, [tag])
 
 

@@ -70,6 +70,9 @@ class Staging:
         self.kept: dict[TableT, dict[bytes, Encodable]] = {}
         """Rows staged as objects, encoded once by :meth:`seal` (see :meth:`keep`)."""
         self.outputs: list[Output] = []
+        self.notes: set[Any] = set()
+        """What handlers noted for their pattern's work once the batch is in RocksDB
+        (cache tags to invalidate): the runner hands them to its ``after_write``."""
         self.sizes: dict[object, int] = {}
         """Bytes staged per destination (table or topic), an upper bound."""
         self.largest = 0
