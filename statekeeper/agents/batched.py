@@ -14,7 +14,8 @@ and standbys, routing queries to owners — and reads its input topic itself:
 3. everything staged is produced — output records and one changelog record per written
    key — and every acknowledgement awaited; then RocksDB gets one write batch per table
    partition, holding faust's persisted changelog offset (so faust's own recovery never
-   re-reads what is already there); then the input offsets are committed.
+   re-reads what is already there); then the input offsets are committed (at most every
+   ``COMMIT_EVERY_S``, a fifth of a second).
 
 Step 3 overlaps the next batch's step 2: while a batch's acknowledgements travel, the records
 fetched meanwhile are handled on top of it (reads see its staged writes). That batch is
@@ -66,6 +67,7 @@ OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelo
 MAX_RECORDS = 2_000  # per fetch, all partitions together (see _send: one request per flush)
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 YIELD_EVERY = 50  # records handled between two chances for the web server to answer
+COMMIT_EVERY_S = 0.2  # input offsets committed at most this often (a crash re-reads that much)
 EXIT_SOFTWARE = 70  # an internal error: restart; uncommitted records are read again
 
 batched_inputs: dict[str, BatchedInput] = {}
@@ -131,6 +133,9 @@ class BatchedInput:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.commit_in_flight: asyncio.Future[None] | None = None
+        self.uncommitted: dict[TopicPartition, int] = {}
+        """Input offsets of batches in RocksDB, to commit (:meth:`_commit_due`)."""
+        self.committed_at = 0.0
         self.in_flight: InFlight | None = None
         batched_inputs[pipeline.topic] = self
         app.task(self.run)
@@ -254,6 +259,7 @@ class BatchedInput:
         records instead of idling for the broker's acknowledgement.
         """
         assert self.consumer is not None
+        await self._commit_due()  # a quiet input still gets its last offsets committed
         # With a batch in flight take only what is fetched already; with nothing, finish it.
         wait_ms = 0 if self.in_flight is not None else 100
         fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=MAX_RECORDS)
@@ -305,9 +311,9 @@ class BatchedInput:
     async def _finish(self) -> bool:
         """Await the batch in flight, write it to RocksDB, commit it; False if it failed.
 
-        The commit is not awaited here: the next batch is read and handled while it
-        travels, and the next commit (or a seek, or a handover) waits for it first, so
-        commits stay in order. A crash before it lands reads the batch again, as before.
+        The commit (:meth:`_commit_due`) is not awaited here: the next batch is read and
+        handled while it travels, and the next commit (or a seek, or a handover) waits for it
+        first, so commits stay in order. A crash before it lands reads the batch again.
         """
         flight, self.in_flight = self.in_flight, None
         if flight is None:
@@ -323,15 +329,26 @@ class BatchedInput:
                 processed_offsets[(self.pipeline.topic, batch.partition)] = records[-1].offset
         if self.after_write is not None:
             await self.after_write(set().union(*(batch.notes for batch, _ in flight.batches)))
-        commits = {
-            self.tp(batch.partition): records[-1].offset + 1
-            for batch, records in flight.batches
-            if records
-        }
-        if commits:
-            await self._settle_commit()
-            self.commit_in_flight = asyncio.ensure_future(self._commit(commits))
+        for batch, records in flight.batches:
+            if records:
+                self.uncommitted[self.tp(batch.partition)] = records[-1].offset + 1
+        await self._commit_due()
         return True
+
+    async def _commit_due(self, *, now: bool = False) -> None:
+        """Commit the offsets of applied batches, at most every :data:`COMMIT_EVERY_S`.
+
+        A commit per batch cost the worker and the broker a request every few milliseconds
+        under load; what it saves is bounded re-reading after a crash, which is replay-safe.
+        """
+        if not self.uncommitted:
+            return
+        if not now and time.monotonic() - self.committed_at < COMMIT_EVERY_S:
+            return
+        offsets, self.uncommitted = self.uncommitted, {}
+        self.committed_at = time.monotonic()
+        await self._settle_commit()
+        self.commit_in_flight = asyncio.ensure_future(self._commit(offsets))
 
     async def _read_again(self, exc: Exception) -> None:
         """Kafka did not take a batch: apply nothing of it, read on from the committed offsets."""
@@ -347,8 +364,9 @@ class BatchedInput:
             logger.warning("%s: commit failed (%r); the next batch commits", self.pattern, exc)
 
     async def _settle(self) -> None:
-        """Finish the batch in flight and wait for the commit in flight, if any."""
+        """Finish the batch in flight, commit every applied batch and wait for the commit."""
         await self._finish()
+        await self._commit_due(now=True)
         await self._settle_commit()
 
     async def _settle_commit(self) -> None:
