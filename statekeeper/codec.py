@@ -27,8 +27,6 @@ def unpack(data: bytes) -> Any:
         raise DecodeError(
             f"not a single msgpack value ({type(exc).__name__}: {exc})"[:300]
         ) from None
-    if _headers_at_most(data, MAX_DEPTH):
-        return value  # too few containers to nest that deep: no walk needed
     if _deeper_than(value, MAX_DEPTH):
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     return value
@@ -37,21 +35,6 @@ def unpack(data: bytes) -> Any:
 def unpack_stored(data: bytes) -> Any:
     """Decode bytes this worker wrote itself (table rows): no depth check, hot path."""
     return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-
-
-_CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
-"""The first bytes of msgpack maps and arrays (fix, 16- and 32-bit forms)."""
-_NOT_CONTAINER_BYTES = bytes(b for b in range(256) if b not in _CONTAINER_BYTES)
-
-
-def _headers_at_most(data: bytes, limit: int) -> bool:
-    """True when ``data`` has at most ``limit`` bytes that could start a map or an array.
-
-    Every level of nesting has its own header, so such data cannot nest deeper than
-    ``limit``. Other bytes (inside strings, numbers) may look like headers too: then the
-    answer is False and the caller walks the value. One pass in C, where the walk is Python.
-    """
-    return len(data.translate(None, _NOT_CONTAINER_BYTES)) <= limit
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
