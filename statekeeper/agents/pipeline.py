@@ -95,7 +95,11 @@ class EventPipeline:
             envelope = decode_envelope(event.value, max_bytes=self.max_bytes, types=self.types)
             if self.keyed and not await self._in_place(event, envelope):
                 return
-            if await self._handle(event, envelope):
+            try:
+                applied = await self.handler(envelope)
+            except PartitionsMismatch as exc:
+                applied = await self._handle_again(event, envelope, exc)
+            if applied:
                 metrics.applied[envelope.type] += 1
             else:
                 metrics.duplicates[envelope.type] += 1
@@ -111,20 +115,23 @@ class EventPipeline:
                 event, Rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500])
             )
 
-    async def _handle(self, event: InputEvent, envelope: Envelope) -> bool:
-        """Run the handler; wait out a changelog topic whose metadata is not known yet.
+    async def _handle_again(
+        self, event: InputEvent, envelope: Envelope, exc: PartitionsMismatch
+    ) -> bool:
+        """Wait out a changelog topic whose metadata is not known yet, then run the handler.
 
         Right after a worker creates a changelog topic, a loaded broker may list it with no
         partitions for a while and faust refuses the write. That is not the input's fault, so
         the record is tried again (handlers are replay-safe: a partial first try is completed
         by the same record's replay path) instead of being dead-lettered.
         """
-        for attempt in range(METADATA_RETRIES):
+        for attempt in range(METADATA_RETRIES - 1):  # the first try was the caller's
+            logger.warning("%s: table metadata not ready (%s); retrying", _where(event), exc)
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
             try:
                 return await self.handler(envelope)
-            except PartitionsMismatch as exc:
-                logger.warning("%s: table metadata not ready (%s); retrying", _where(event), exc)
-                await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+            except PartitionsMismatch as again:
+                exc = again
         return await self.handler(envelope)
 
     def _stop_cannot_store(self, event: InputEvent, exc: Exception) -> None:

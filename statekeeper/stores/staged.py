@@ -77,6 +77,9 @@ class Staging:
         """Bytes staged per destination (table or topic), an upper bound."""
         self.largest = 0
         """The largest of :attr:`sizes`."""
+        self.databases: dict[TableT, Any] = {}
+        """Each table's RocksDB database of this partition, looked up once per batch
+        (faust's lookup is two Python calls; the runner holds the partition meanwhile)."""
 
     def event_time(self, now: int) -> int:
         """The record's timestamp, never ahead of ``now``: the same each time the record is
@@ -97,9 +100,15 @@ class Staging:
             pending = behind.writes.get(table)
             if pending is not None and key in pending:
                 return pending[key]
-        db = table.data._db_for_partition(self.partition)  # type: ignore[attr-defined]
+        db = self.databases.get(table)
+        if db is None:
+            db = self.databases[table] = self.database(table)
         value: bytes | None = db.get(key)
         return value
+
+    def database(self, table: TableT) -> Any:
+        """``table``'s RocksDB database of this batch's partition."""
+        return table.data._db_for_partition(self.partition)  # type: ignore[attr-defined]
 
     def pending(self, table: TableT) -> list[dict[bytes, bytes | None]]:
         """The writes to ``table`` not in RocksDB yet, as reads see them: oldest first."""
@@ -113,7 +122,14 @@ class Staging:
         if pending is None:
             pending = self.writes[table] = {}
         pending[key] = value
-        self._count(table, len(key) + (len(value) if value is not None else 0))
+        # _count's work, written out: two writes per event
+        sizes = self.sizes
+        size = sizes[table] = (
+            sizes.get(table, 0) + len(key) + (len(value) if value is not None else 0)
+            + RECORD_OVERHEAD
+        )  # fmt: skip
+        if size > self.largest:
+            self.largest = size
 
     def keep(self, table: TableT, key: bytes, value: Encodable) -> None:
         """Stage ``value`` as an object: the batch's later records change it in place.
@@ -208,7 +224,10 @@ class StagedTable:
         return batch.read(self.table, key)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._batch().write(self.table, key, value)
+        batch = _current.get()
+        if batch is None:
+            raise self._outside()
+        batch.write(self.table, key, value)
 
     def __delitem__(self, key: bytes) -> None:
         """A tombstone, whether or not the key is present (replays rely on it)."""
@@ -229,9 +248,12 @@ class StagedTable:
 
     def _batch(self) -> Staging:
         batch = _current.get()
-        if batch is None:  # the message only now: writes are the hot path
-            raise NotStaging(f"{self.table.name} written outside a batch")
+        if batch is None:
+            raise self._outside()
         return batch
+
+    def _outside(self) -> NotStaging:
+        return NotStaging(f"{self.table.name} written outside a batch")  # formatted only now
 
     def __getattr__(self, name: str) -> Any:  # data, changelog_topic, name, … for scans
         return getattr(self.table, name)

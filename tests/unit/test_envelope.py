@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statekeeper import codec
-from statekeeper.topics.envelope import decode_envelope
+from statekeeper.topics.envelope import _validate_each_field, decode_envelope, validate_envelope
 from statekeeper.topics.rejections import Reason, Rejected
 
 TYPES = frozenset({"workflow.start"})
@@ -119,6 +119,57 @@ json_like = st.recursive(
 def test_random_maps_only_ever_reject(value: dict[str, Any]) -> None:
     with contextlib.suppress(Rejected):
         decode(value, max_bytes=100_000)
+
+
+VARIANTS = {
+    "v": [2, True, 1.0, "1"],
+    "id": ["", "x" * 128, "x" * 129, 7],
+    "type": ["workflow.other", "", None],
+    "tenant": ["beta-2", "Acme", "-x", "a" * 64, "a" * 65, 3],
+    "key": ["", "k" * 256, "k" * 257, "é" * 128, "é" * 129, "a\nb", "ü", b"k"],
+    "ts": [0, -1, True, "now", 1.5],
+    "data": [{}, [1], None],
+}
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid envelope with a few fields changed to other values, or left out."""
+    value = valid()
+    for name in draw(st.sets(st.sampled_from(sorted(VARIANTS)), max_size=3)):
+        if draw(st.integers(0, 5)) == 0:
+            del value[name]
+        else:
+            value[name] = draw(st.sampled_from(VARIANTS[name]))
+    return value
+
+
+def outcome(validate: Any, value: dict[str, Any]) -> Any:
+    try:
+        return validate(value, types=TYPES)
+    except Rejected as rejection:
+        return rejection.reason, rejection.detail
+
+
+SINGLE_CHANGES = [(name, variant) for name, variants in VARIANTS.items() for variant in variants]
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"), [*SINGLE_CHANGES, *((n, "<left out>") for n in VARIANTS)]
+)
+def test_the_quick_check_agrees_on_every_single_change(name: str, variant: Any) -> None:
+    for tenant in ("acme", "first-seen"):  # the quick check knows the tenant only once seen
+        value = valid(**{"tenant": tenant, name: variant})
+        if variant == "<left out>":
+            del value[name]
+        assert outcome(validate_envelope, value) == outcome(_validate_each_field, value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(near_valid())
+def test_the_quick_check_agrees_with_the_field_by_field_one(value: dict[str, Any]) -> None:
+    """``validate_envelope`` answers the common case in one expression, else field by field."""
+    assert outcome(validate_envelope, value) == outcome(_validate_each_field, value)
 
 
 def nested_to(depth: int, container: str) -> Any:
