@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from statekeeper.app import app
 from statekeeper.metrics import metrics
 from statekeeper.stores.cache import cache
-from statekeeper.stores.staged import in_hand
+from statekeeper.stores.staged import Staging
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ class Debouncer:
 debouncer = Debouncer(app.settings.cache_invalidation_debounce_s, cache.invalidate)
 
 
-def note_change(tenant: str, workflow: str) -> None:
-    """A workflow item of ``tenant`` changed in the batch in hand."""
-    in_hand("a workflow change").notes.add((tenant, workflow))
+def note_change(batch: Staging, tenant: str, workflow: str) -> None:
+    """A workflow item of ``tenant`` changed in ``batch``."""
+    batch.notes.add((tenant, workflow))
 
 
 async def invalidate_changed(changed: set[tuple[str, str]]) -> None:

@@ -25,15 +25,14 @@ from statekeeper.agents.workflow_purge import purge_due, schedule
 from statekeeper.app import app
 from statekeeper.metrics import metrics
 from statekeeper.stores.deadlines import deadline_key, due
-from statekeeper.stores.definitions import WorkflowDefinition
 from statekeeper.stores.retention import policy_for
-from statekeeper.stores.staged import emit, source_offset
+from statekeeper.stores.staged import Staging, emit, in_hand
 from statekeeper.stores.tables import (
-    staged_counts,
     staged_deadlines,
-    staged_history,
     staged_items,
+    workflow_counts,
     workflow_deadlines,
+    workflow_history,
     workflow_items,
 )
 from statekeeper.stores.workflow import (
@@ -45,8 +44,6 @@ from statekeeper.stores.workflow import (
     apply_event,
     counts_key,
     history_key,
-    purge_deadline,
-    sla_deadline,
 )
 from statekeeper.topics.envelope import Envelope
 
@@ -58,9 +55,14 @@ notices_name = app.topic_names.lifecycle_notices
 
 
 async def handle_item_event(envelope: Envelope) -> bool:
-    """Apply one item event; False when it is a redelivery with no effect."""
+    """Apply one item event; False when it is a redelivery with no effect.
+
+    The hot path: it works on the batch in hand directly (the staged table views of
+    :mod:`~statekeeper.stores.tables` would look the batch up for every read and write).
+    """
+    batch = in_hand("a workflow item event")
     key = envelope.record_key
-    stored = staged_items.get(key)
+    stored = batch.read(workflow_items, key)
     before = Item.from_bytes(stored) if stored is not None else None
     workflow = before.workflow if before is not None else envelope.data.get("workflow")
     definition = None
@@ -68,41 +70,47 @@ async def handle_item_event(envelope: Envelope) -> bool:
         definition = registry.get(envelope.tenant, workflow) or await lookup(
             envelope.tenant, workflow
         )
-    change = apply_event(before, envelope, definition, now_ms(), source_offset())
+    change = apply_event(
+        before, envelope, definition, now_ms(), batch.offset, retention_ms(envelope.tenant)
+    )
     if change is None:
         return False
     if isinstance(change, Replay):  # applied, and in RocksDB: its batch is read again
         metrics.replayed += 1
         if before is not None:  # the crash may have come before the invalidation
-            note_change(before.tenant, before.workflow)
+            note_change(batch, before.tenant, before.workflow)
         return False
-    await emit(status_name, key, record_change(key, before, change, definition))
+    batch.send(status_name, key, record_change(batch, key, before, change), None)
     return True
 
 
-def record_change(
-    key: bytes, before: Item | None, change: Change, definition: WorkflowDefinition | None
-) -> bytes:
-    """Write every table an applied change touches; the status record to emit."""
+def retention_ms(tenant: str) -> int | None:
+    """How long ``tenant``'s finished items are kept (policies are read once per process)."""
+    return policy_for(tenant, "workflow").max_age_ms
+
+
+def record_change(batch: Staging, key: bytes, before: Item | None, change: Change) -> bytes:
+    """Stage every table row an applied change touches; the status record to send."""
     item = change.item
-    retention = policy_for(item.tenant, "workflow").max_age_ms
-    deadline = sla_deadline(item, definition)
-    purge_at = purge_deadline(before, item, retention)
-    if (deadline, purge_at) != (item.deadline, item.purge_at):
-        item = item.evolve(deadline=deadline, purge_at=purge_at)
     status = codec.pack(change.status)
-    note_change(item.tenant, item.workflow)
-    staged_items[key] = item.to_bytes()
-    staged_history[history_key(key, item.version)] = status
+    note_change(batch, item.tenant, item.workflow)
+    batch.write(workflow_items, key, item.to_bytes())
+    batch.write(workflow_history, history_key(key, item.version), status)
     if before is None or (before.state, before.condition) != (item.state, item.condition):
-        counts = staged_counts.kept(counts_key(item.tenant, item.workflow), Counts.from_bytes)
+        counts = batch.kept_row(
+            workflow_counts, counts_key(item.tenant, item.workflow), Counts.from_bytes
+        )
         counts.move(before, item)
     old_deadline = before.deadline if before is not None else None
     if old_deadline != item.deadline:
         if old_deadline is not None:
-            del staged_deadlines[deadline_key(old_deadline, key)]
+            batch.write(workflow_deadlines, deadline_key(old_deadline, key), None)
         if item.deadline is not None:
-            staged_deadlines[deadline_key(item.deadline, key)] = codec.pack([item.state, False])
+            batch.write(
+                workflow_deadlines,
+                deadline_key(item.deadline, key),
+                codec.pack([item.state, False]),
+            )
     schedule(key, before, item)
     return status
 

@@ -38,7 +38,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from statekeeper.exceptions import ConfigError
@@ -87,9 +87,21 @@ class RetentionPolicies:
     """A parsed ``STATEKEEPER_RETENTION``: ``(tenant, kind)`` patterns to policies."""
 
     rules: Mapping[tuple[str, str], Retention]
+    answers: dict[tuple[str, str], Retention] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Policies found so far (asked for every workflow event: a lookup, not four)."""
 
     def policy_for(self, tenant: str, kind: str) -> Retention:
         """The policy of ``tenant``'s data of ``kind`` (most specific pattern wins)."""
+        found = self.answers.get((tenant, kind))
+        if found is None:
+            found = self._find(tenant, kind)
+            if len(self.answers) < 10_000:
+                self.answers[(tenant, kind)] = found
+        return found
+
+    def _find(self, tenant: str, kind: str) -> Retention:
         for pattern in ((tenant, kind), (tenant, "*"), ("*", kind), ("*", "*")):
             if pattern in self.rules:
                 return self.rules[pattern]

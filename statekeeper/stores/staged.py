@@ -151,6 +151,19 @@ class Staging:
         rows = self.kept.get(table)
         return rows.get(key) if rows is not None else None
 
+    def kept_row(self, table: TableT, key: bytes, decode: Callable[[bytes | None], Row]) -> Row:
+        """The row as an object kept for this batch (:meth:`keep`).
+
+        Decoded from the staged or stored bytes on first use in the batch; change it in
+        place, it is encoded when the batch is sealed.
+        """
+        rows = self.kept.get(table)
+        row: Row | None = rows.get(key) if rows is not None else None  # type: ignore[assignment]
+        if row is None:
+            row = decode(self.read(table, key))
+            self.keep(table, key, row)
+        return row
+
     def seal(self) -> None:
         """Encode the kept rows into the batch's writes (the batch takes no more records)."""
         for table, rows in self.kept.items():
@@ -234,17 +247,8 @@ class StagedTable:
         self._batch().write(self.table, key, None)
 
     def kept(self, key: bytes, decode: Callable[[bytes | None], Row]) -> Row:
-        """The row as an object kept for the batch in hand (:meth:`Staging.keep`).
-
-        Decoded from the staged or stored bytes on first use in the batch; change it in
-        place, it is encoded when the batch is done.
-        """
-        batch = self._batch()
-        row: Row | None = batch.kept_value(self.table, key)
-        if row is None:
-            row = decode(batch.read(self.table, key))
-            batch.keep(self.table, key, row)
-        return row
+        """The row as an object kept for the batch in hand (:meth:`Staging.kept_row`)."""
+        return self._batch().kept_row(self.table, key, decode)
 
     def _batch(self) -> Staging:
         batch = _current.get()

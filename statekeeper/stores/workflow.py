@@ -102,6 +102,7 @@ class Item(NamedTuple):
 _RECENT = Item._fields.index("recent")
 _FIELD_AT = {name: n for n, name in enumerate(Item._fields)}
 _VERSION, _UPDATED_AT = _FIELD_AT["version"], _FIELD_AT["updated_at"]
+_DEADLINE, _PURGE_AT = _FIELD_AT["deadline"], _FIELD_AT["purge_at"]
 
 
 def _evolve(item: Item, changes: dict[str, Any], *overrides: tuple[int, Any]) -> Item:
@@ -143,12 +144,14 @@ def apply_event(
     definition: WorkflowDefinition | None,
     now_ms: int,
     offset: int = -1,
+    retention_ms: int | None = None,
 ) -> Change | Replay | None:
     """Apply one item event read at source ``offset``.
 
-    Returns the change; a :class:`Replay` for a record processed before (same id, same
-    offset); or None for a redelivery of an applied event (same id, another offset),
-    which has no effect at all.
+    Returns the change, its item's SLA deadline and purge time set (``retention_ms``: how
+    long a finished item is kept, None for ever); a :class:`Replay` for a record processed
+    before (same id, same offset); or None for a redelivery of an applied event (same id,
+    another offset), which has no effect at all.
     """
     if item is not None:
         seen = item.recent.find(event.id)
@@ -171,6 +174,9 @@ def apply_event(
             item, changes, (_VERSION, item.version + 1), (_UPDATED_AT, now_ms), (_RECENT, recent)
         )
         source = item.state
+    deadline, purge_at = sla_deadline(after, definition), purge_deadline(item, after, retention_ms)
+    if deadline != after.deadline or purge_at != after.purge_at:
+        after = _evolve(after, {}, (_DEADLINE, deadline), (_PURGE_AT, purge_at))
     return Change(after, _status(after, event, source, now_ms))
 
 
@@ -395,11 +401,16 @@ class Counts:
 
     def move(self, before: Item | None, after: Item) -> None:
         """Account for one item changing from ``before`` to ``after``."""
-        if before is not None:
+        if before is None:
+            _bump(self.states, after.state, 1)
+            _bump(self.conditions, after.condition, 1)
+            return
+        if before.state != after.state:  # a move with no change nets to nothing
             _bump(self.states, before.state, -1)
+            _bump(self.states, after.state, 1)
+        if before.condition != after.condition:
             _bump(self.conditions, before.condition, -1)
-        _bump(self.states, after.state, 1)
-        _bump(self.conditions, after.condition, 1)
+            _bump(self.conditions, after.condition, 1)
 
     def purge(self, item: Item) -> None:
         """Account for a finished item removed by retention."""
