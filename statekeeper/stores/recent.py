@@ -80,14 +80,18 @@ class RecentIds(NamedTuple):
             if drop > 0:
                 at = 0
                 for _ in range(drop):
-                    at += _LENGTH + int.from_bytes(ids[at : at + _LENGTH], "big")
+                    at += _LENGTH + _length.unpack_from(ids, at)[0]
                 ids, offsets = ids[at:], offsets[drop * _OFFSET :]
-        return RecentIds(
-            b"".join((ids, len(raw).to_bytes(_LENGTH, "big"), raw)),
-            offsets + offset.to_bytes(_OFFSET, "big", signed=True),
+        # struct and tuple.__new__: int.to_bytes with keywords and the named tuple's own
+        # __new__ (a Python function) were most of the cost of an append
+        return tuple.__new__(
+            RecentIds,
+            (b"".join((ids, _length.pack(len(raw)), raw)), offsets + _offset.pack(offset)),
         )
 
 
+_length = struct.Struct(">H")  # _LENGTH bytes
+_offset = struct.Struct(">q")  # _OFFSET bytes
 _structs: dict[int, struct.Struct] = {}
 
 

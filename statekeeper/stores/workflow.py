@@ -66,6 +66,10 @@ class Item(NamedTuple):
     @classmethod
     def from_bytes(cls, raw: bytes) -> Item:
         version, *values = codec.unpack_stored(raw)
+        if version == STORE_VERSION and len(values) == _FIELDS:  # every row of this version
+            ids, offsets = values[_RECENT]
+            values[_RECENT] = tuple.__new__(RecentIds, (ids, offsets))
+            return tuple.__new__(cls, values)  # (a named tuple's __new__ is a Python call)
         # Rows written before a field was added lack the trailing fields: their defaults.
         if len(values) > _RECENT:
             if version == STORE_VERSION:
@@ -100,6 +104,7 @@ class Item(NamedTuple):
 
 
 _RECENT = Item._fields.index("recent")
+_FIELDS = len(Item._fields)
 _FIELD_AT = {name: n for n, name in enumerate(Item._fields)}
 _VERSION, _UPDATED_AT = _FIELD_AT["version"], _FIELD_AT["updated_at"]
 _DEADLINE, _PURGE_AT = _FIELD_AT["deadline"], _FIELD_AT["purge_at"]
