@@ -37,15 +37,26 @@ _unpackb = msgpack.unpackb
 
 def unpack(data: bytes) -> Any:
     """Decode one msgpack value, refusing trailing bytes, int map keys and deep nesting."""
+    value = unpack_any_depth(data)
+    check_depth(value)
+    return value
+
+
+def unpack_any_depth(data: bytes) -> Any:
+    """:func:`unpack` without the nesting check: the caller checks (:func:`check_depth`)
+    what it could not rule out otherwise (the envelope checks only ``data``)."""
     try:
-        value = _unpackb(data)
+        return _unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise DecodeError(
             f"not a single msgpack value ({type(exc).__name__}: {exc})"[:300]
         ) from None
-    if _deeper_than(value, MAX_DEPTH):
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`DecodeError` when ``value`` nests deeper than ``limit`` (of MAX_DEPTH)."""
+    if _deeper_than(value, limit):
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
-    return value
 
 
 def unpack_stored(data: bytes) -> Any:

@@ -58,7 +58,14 @@ def decode_envelope(raw: bytes | None, *, max_bytes: int, types: frozenset[str])
     if len(raw) > max_bytes:
         raise Rejected(Reason.OVERSIZE, f"record is {len(raw)} bytes, limit is {max_bytes}")
     try:
-        value = codec.unpack(raw)
+        value = codec.unpack_any_depth(raw)
+        if type(value) is dict:
+            envelope = _quick(value, types)
+            # Valid, and no field besides the envelope's: only ``data`` can nest.
+            if envelope is not None and len(value) == (7 if "data" in value else 6):
+                codec.check_depth(envelope.data, codec.MAX_DEPTH - 1)
+                return envelope
+        codec.check_depth(value)
     except codec.DecodeError as exc:
         raise Rejected(Reason.UNDECODABLE, str(exc)) from None
     if not isinstance(value, dict):
@@ -73,6 +80,11 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
     be, a tenant seen before, an ASCII key — is checked in one expression; anything else
     goes through the field-by-field checks, which name what is wrong (or accept it).
     """
+    return _quick(value, types) or _validate_each_field(value, types=types)
+
+
+def _quick(value: dict[str, Any], types: frozenset[str]) -> Envelope | None:
+    """The envelope when it is the common case (see :func:`validate_envelope`), else None."""
     get = value.get
     version, event_id, event_type, tenant, key, ts, data = (
         get("v"), get("id"), get("type"), get("tenant"), get("key"), get("ts"),
@@ -96,7 +108,7 @@ def validate_envelope(value: dict[str, Any], *, types: frozenset[str]) -> Envelo
         and type(data) is dict
     ):
         return Envelope(event_id, event_type, tenant, key, ts, data)
-    return _validate_each_field(value, types=types)
+    return None
 
 
 _NO_DATA: dict[str, Any] = {}  # the shared default of Envelope.data: never changed

@@ -184,3 +184,20 @@ def test_nesting_up_to_the_limit_is_decoded_and_one_more_level_is_not(container:
     assert codec.unpack(codec.pack(nested_to(codec.MAX_DEPTH, container))) is not None
     with pytest.raises(codec.DecodeError):
         codec.unpack(codec.pack(nested_to(codec.MAX_DEPTH + 1, container)))
+
+
+@pytest.mark.parametrize("where", ["data", "extra field", "data, tenant not seen yet"])
+def test_an_envelope_nests_at_most_to_the_limit_wherever_the_nesting_is(where: str) -> None:
+    """The quick path checks only ``data`` for depth, so only when nothing else can nest."""
+    for depth, allowed in ((codec.MAX_DEPTH - 1, True), (codec.MAX_DEPTH, False)):
+        nested = nested_to(depth, "map")  # inside the envelope map: one level more
+        if where == "extra field":
+            value = valid(extra=nested)
+        elif where == "data":
+            value = valid(data=nested)
+        else:
+            value = valid(data=nested, tenant=f"unseen-{depth}")
+        if allowed:
+            assert decode(value, max_bytes=100_000).tenant == value["tenant"]
+        else:
+            assert reason_for(value, max_bytes=100_000) is Reason.UNDECODABLE
