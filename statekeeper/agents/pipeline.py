@@ -80,6 +80,7 @@ class EventPipeline:
         self.handler = handler
         self.keyed = keyed
         self.max_bytes = app.settings.max_event_bytes
+        self.partitions = app.settings.partitions
         topic_of_type.update(dict.fromkeys(types, topic))
 
     async def process(self, event: InputEvent) -> None:
@@ -93,7 +94,8 @@ class EventPipeline:
         envelope: Envelope | None = None
         try:
             envelope = decode_envelope(event.value, max_bytes=self.max_bytes, types=self.types)
-            if self.keyed and not await self._in_place(event, envelope):
+            if self.keyed and not self._in_place(event, envelope):
+                await self._reroute(event, envelope)
                 return
             try:
                 applied = await self.handler(envelope)
@@ -150,13 +152,18 @@ class EventPipeline:
         logging.shutdown()
         os._exit(EXIT_CANNOT_STORE)
 
-    async def _in_place(self, event: InputEvent, envelope: Envelope) -> bool:
+    def _in_place(self, event: InputEvent, envelope: Envelope) -> bool:
         """True when the record sits under its envelope's key and partition."""
         message = event.message
         wanted = envelope.record_key
-        partitions = self.app.settings.partitions
-        if message.key == wanted and message.partition == murmur2_partition(wanted, partitions):
-            return True
+        return message.key == wanted and message.partition == murmur2_partition(
+            wanted, self.partitions
+        )
+
+    async def _reroute(self, event: InputEvent, envelope: Envelope) -> None:
+        """Send a record under its envelope's key, once; dead-letter it if it comes back."""
+        message = event.message
+        wanted = envelope.record_key
         headers = dict(message.headers or [])
         if REROUTED_HEADER in headers:
             raise Rejected(
@@ -167,7 +174,6 @@ class EventPipeline:
         await emit(self.topic, wanted, event.value, {REROUTED_HEADER: b"1"})
         metrics.rerouted += 1
         logger.info("re-sent %s under key %r", _where(event), wanted)
-        return False
 
     async def dead_letter(self, event: InputEvent, rejection: Rejected) -> None:
         """Send the record to the dead-letter topic with its reason (contract section 2)."""
