@@ -124,9 +124,9 @@ def _evolve(item: Item, changes: dict[str, Any], *overrides: tuple[int, Any]) ->
     return tuple.__new__(Item, values)
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """The outcome of one applied event."""
+class Change(NamedTuple):
+    """The outcome of one applied event (a named tuple: one per event; a frozen dataclass
+    sets each field through ``object.__setattr__``)."""
 
     item: Item
     status: dict[str, Any]
