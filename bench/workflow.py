@@ -278,11 +278,14 @@ async def latency_under_load(
     await producer.start()
     events_topic = status_topic.replace("workflow.status", "workflow.events")
     sent, begin = 0, time.time()
+    send_lags: list[float] = []
     while (elapsed := time.time() - begin) < seconds:
         due = int(elapsed * rate) + 1  # event n is due at n / rate: sent from then on
         # One produce batch per partition and tick: per-record sends cost this process a
         # quarter of a core at 5,000/s, on the two cores the worker and broker share.
         batches: dict[int, Any] = {}
+        if sent < due:  # how late this process sends: its own share of the latency
+            send_lags.append(time.time() * 1000 - (begin + sent / rate) * 1000)
         while sent < due:
             n = sent % items
             # every transition legal: to the other state than the item's (``states``)
@@ -313,6 +316,7 @@ async def latency_under_load(
         "sent": sent,
         "status_received": len(latencies),
         "latency_ms": percentiles(latencies),
+        "generator_lag_ms": percentiles(send_lags),
         "point_query": {
             "requests": len(query_latencies),
             "latency_ms": percentiles(query_latencies),
