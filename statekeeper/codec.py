@@ -20,13 +20,20 @@ def pack(value: Any) -> bytes:
 
     One packer per thread, kept: ``msgpack.packb`` builds a packer and its buffer for every
     call, which was a third of the cost of packing a status record. A packer resets its
-    buffer after each value, also when a value cannot be packed.
+    buffer after each value, also when a value cannot be packed, but never shrinks it: after
+    a large value the packer is let go, so no thread keeps a large buffer. Not reentrant:
+    nothing may call ``pack`` while a value is being packed (no ``default=`` hooks here).
     """
     packer: msgpack.Packer | None = getattr(_local, "packer", None)
     if packer is None:
         packer = _local.packer = msgpack.Packer(use_bin_type=True)
     packed: bytes = packer.pack(value)
+    if len(packed) > KEEP_PACKER_BELOW:
+        _local.packer = None
     return packed
+
+
+KEEP_PACKER_BELOW = 1 << 20  # bytes: the largest value after which a packer is kept
 
 
 _local = threading.local()

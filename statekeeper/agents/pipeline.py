@@ -127,9 +127,11 @@ class EventPipeline:
         the record is tried again (handlers are replay-safe: a partial first try is completed
         by the same record's replay path) instead of being dead-lettered.
         """
-        for attempt in range(METADATA_RETRIES - 1):  # the first try was the caller's
+        for attempt in range(METADATA_RETRIES):  # the first try was the caller's
             logger.warning("%s: table metadata not ready (%s); retrying", _where(event), exc)
             await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+            if attempt == METADATA_RETRIES - 1:
+                break  # the last try lets the error through
             try:
                 return await self.handler(envelope)
             except PartitionsMismatch as again:

@@ -96,6 +96,7 @@ def _quick(value: dict[str, Any], types: frozenset[str]) -> Envelope | None:
         and type(event_id) is str
         and 0 < len(event_id) <= MAX_ID_CHARS
         and type(event_type) is str
+        and 0 < len(event_type) <= 64
         and event_type in types
         and type(tenant) is str
         and tenant in _valid_tenants

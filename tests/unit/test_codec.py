@@ -41,3 +41,10 @@ def test_unpack_keeps_str_keys_strict_and_arrays_as_lists() -> None:
         codec.unpack(msgpack.packb({1: "int key"}))
     with pytest.raises(codec.DecodeError):
         codec.unpack(msgpack.packb(1) + b"\x01")  # trailing bytes
+
+
+def test_a_large_value_does_not_leave_its_buffer_with_the_thread() -> None:
+    big = b"x" * (codec.KEEP_PACKER_BELOW + 1)
+    assert codec.pack(big) == msgpack.packb(big, use_bin_type=True)
+    assert getattr(codec._local, "packer", None) is None
+    assert codec.pack({"b": 1}) == msgpack.packb({"b": 1}, use_bin_type=True)

@@ -201,3 +201,15 @@ def test_an_envelope_nests_at_most_to_the_limit_wherever_the_nesting_is(where: s
             assert decode(value, max_bytes=100_000).tenant == value["tenant"]
         else:
             assert reason_for(value, max_bytes=100_000) is Reason.UNDECODABLE
+
+
+def test_the_quick_check_keeps_the_length_limit_of_the_type() -> None:
+    """A caller may accept a type it read from the record itself (redrive does)."""
+    long_type = "workflow." + "x" * 100
+    value = valid(type=long_type)
+    types = frozenset({long_type})
+    validate_envelope(valid(), types=TYPES)  # the tenant is known: the quick check applies
+    for validate in (validate_envelope, _validate_each_field):
+        with pytest.raises(Rejected) as caught:
+            validate(value, types=types)
+        assert caught.value.reason is Reason.INVALID_ENVELOPE
