@@ -36,12 +36,11 @@ os.environ.setdefault("STATEKEEPER_VAR_DIR", tempfile.mkdtemp(prefix="sk-hotpath
 os.environ.setdefault("STATEKEEPER_PARTITIONS", "8")
 os.environ.setdefault("STATEKEEPER_LOG_LEVEL", "warning")
 
-import msgpack  # noqa: E402
 from aiokafka import ConsumerRecord  # noqa: E402
 from aiokafka.producer.message_accumulator import BatchBuilder  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from bench.workflow import FLOW, envelope  # noqa: E402
+from bench.workflow import FLOW, backlog  # noqa: E402
 from statekeeper.agents import workflow  # noqa: E402
 from statekeeper.agents.batched import MAX_BATCH_BYTES, BatchedInput  # noqa: E402
 from statekeeper.agents.definitions import registry  # noqa: E402
@@ -52,7 +51,6 @@ from statekeeper.stores.staged import Staging  # noqa: E402
 from statekeeper.stores.workflow import Item  # noqa: E402
 
 PARTITIONS = 8
-DRAFT_SENT = ("draft", "sent")
 WORKFLOW_TABLES = (
     tables.workflow_items,
     tables.workflow_history,
@@ -104,32 +102,25 @@ def input_records(
     per_partition: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
     offsets = next_offsets  # offsets go on from run to run, as in one input topic
     now = int(time.time() * 1000)
-    for round_ in range(moves + 1):
-        for n in range(items):
-            name = f"run{run}-item-{n}"
-            if round_ == 0:
-                event = envelope("workflow.start", name, {"workflow": "flow"})
-            else:
-                event = envelope("workflow.transition", name, {"to": DRAFT_SENT[round_ % 2]})
-            key, value = f"acme/{name}".encode(), msgpack.packb(event)
-            partition = murmur2_partition(key, PARTITIONS)
-            records = per_partition.setdefault(partition, [])
-            offset = offsets[partition] = offsets.get(partition, -1) + 1
-            records.append(
-                ConsumerRecord(
-                    workflow.events_name,
-                    partition,
-                    offset,
-                    now,
-                    0,
-                    key,
-                    value,
-                    None,
-                    len(key),
-                    len(value),
-                    (),
-                )  # fmt: skip
-            )
+    for key, value in backlog(items, moves, prefix=f"run{run}-"):
+        partition = murmur2_partition(key, PARTITIONS)
+        records = per_partition.setdefault(partition, [])
+        offset = offsets[partition] = offsets.get(partition, -1) + 1
+        records.append(
+            ConsumerRecord(
+                workflow.events_name,
+                partition,
+                offset,
+                now,
+                0,
+                key,
+                value,
+                None,
+                len(key),
+                len(value),
+                (),
+            )  # fmt: skip
+        )
     return per_partition
 
 

@@ -59,12 +59,13 @@ def envelope(kind: str, key: str, data: dict[str, Any], ts: int | None = None) -
     }
 
 
-def backlog(items: int, moves: int) -> list[tuple[bytes, bytes]]:
-    """``items`` starts, then ``moves`` legal transitions each, interleaved across items."""
+def backlog(items: int, moves: int, prefix: str = "") -> list[tuple[bytes, bytes]]:
+    """``items`` starts, then ``moves`` legal transitions each, interleaved across items
+    (named ``{prefix}item-{n}``)."""
     records = []
     for round_ in range(moves + 1):
         for n in range(items):
-            key = f"item-{n}"
+            key = f"{prefix}item-{n}"
             if round_ == 0:
                 event = envelope("workflow.start", key, {"workflow": "flow"})
             else:
