@@ -308,6 +308,8 @@ async def latency_under_load(
     await asyncio.sleep(3)
     stop.set()
     await asyncio.gather(collector, querier)
+    async with aiohttp.ClientSession() as http, http.get(f"{worker.url}/metrics") as reply:
+        handler_side = handler_latency(await reply.text())
     await producer.stop()
     await consumer.stop()
     worker.stop()
@@ -321,8 +323,29 @@ async def latency_under_load(
         "point_query": {
             "requests": len(query_latencies),
             "latency_ms": percentiles(query_latencies),
+            "handler_within_ms": handler_side,
         },
     }
+
+
+def handler_latency(metrics: str) -> dict[str, Any]:
+    """The worker's own view of the busiest GET route: the share of its requests handled
+    within each bucket bound (its middleware times the handler; what the client sees on top
+    is waiting for the event loop, the network and the client itself)."""
+    counts: dict[str, dict[str, int]] = {}
+    for line in metrics.splitlines():
+        if line.startswith("statekeeper_http_request_duration_ms_bucket{") and (
+            'method="GET",status="200"' in line
+        ):
+            labels, value = line.rsplit(" ", 1)
+            route = labels.split('route="', 1)[1].split('"', 1)[0]
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            counts.setdefault(route, {})[bound] = int(value)
+    if not counts:
+        return {}
+    route, buckets = max(counts.items(), key=lambda item: item[1].get("+Inf", 0))
+    total = buckets.get("+Inf", 0) or 1
+    return {"route": route, **{bound: round(n / total, 4) for bound, n in buckets.items()}}
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
