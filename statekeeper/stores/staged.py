@@ -122,14 +122,7 @@ class Staging:
         if pending is None:
             pending = self.writes[table] = {}
         pending[key] = value
-        # _count's work, written out: two writes per event
-        sizes = self.sizes
-        size = sizes[table] = (
-            sizes.get(table, 0) + len(key) + (len(value) if value is not None else 0)
-            + RECORD_OVERHEAD
-        )  # fmt: skip
-        if size > self.largest:
-            self.largest = size
+        self._count(table, len(key) + (len(value) if value is not None else 0))
 
     def keep(self, table: TableT, key: bytes, value: Encodable) -> None:
         """Stage ``value`` as an object: the batch's later records change it in place.
@@ -157,8 +150,7 @@ class Staging:
         Decoded from the staged or stored bytes on first use in the batch; change it in
         place, it is encoded when the batch is sealed.
         """
-        rows = self.kept.get(table)
-        row: Row | None = rows.get(key) if rows is not None else None  # type: ignore[assignment]
+        row: Row | None = self.kept_value(table, key)
         if row is None:
             row = decode(self.read(table, key))
             self.keep(table, key, row)
@@ -176,14 +168,7 @@ class Staging:
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, bytes] | None
     ) -> None:
         self.outputs.append((topic, key, value, list(headers.items()) if headers else NO_HEADERS))
-        # _count's work, written out: a record per event
-        sizes = self.sizes
-        size = sizes[topic] = (
-            sizes.get(topic, 0) + len(value) + (len(key) if key is not None else 0)
-            + RECORD_OVERHEAD
-        )  # fmt: skip
-        if size > self.largest:
-            self.largest = size
+        self._count(topic, len(value) + (len(key) if key is not None else 0))
 
     def _count(self, destination: object, size: int) -> None:
         total = self.sizes[destination] = self.sizes.get(destination, 0) + size + RECORD_OVERHEAD
@@ -244,10 +229,7 @@ class StagedTable:
         return batch.read(self.table, key)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        batch = _current.get()
-        if batch is None:
-            raise self._outside()
-        batch.write(self.table, key, value)
+        self._batch().write(self.table, key, value)
 
     def __delitem__(self, key: bytes) -> None:
         """A tombstone, whether or not the key is present (replays rely on it)."""
@@ -259,12 +241,9 @@ class StagedTable:
 
     def _batch(self) -> Staging:
         batch = _current.get()
-        if batch is None:
-            raise self._outside()
+        if batch is None:  # the message only now: writes are the hot path
+            raise NotStaging(f"{self.table.name} written outside a batch")
         return batch
-
-    def _outside(self) -> NotStaging:
-        return NotStaging(f"{self.table.name} written outside a batch")  # formatted only now
 
     def __getattr__(self, name: str) -> Any:  # data, changelog_topic, name, … for scans
         return getattr(self.table, name)
