@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import json
 import signal
 import statistics
 import subprocess
@@ -25,8 +25,8 @@ import msgpack
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import query_probe
 from bench.common import (
-    API_KEY,
     Deployment,
     bring_up,
     cpu_seconds,
@@ -207,11 +207,16 @@ async def peer_throughput(bootstrap: str, records: list[tuple[bytes, bytes]]) ->
 
 
 async def ours_throughput(
-    dep: Deployment, records: list[tuple[bytes, bytes]], profile: Path | None = None
+    dep: Deployment,
+    records: list[tuple[bytes, bytes]],
+    profile: Path | None = None,
+    query_items: int = 0,
 ) -> dict[str, Any]:
     """Backlog produced while the worker is stopped; then time until every status is out.
 
     With ``profile``, py-spy samples the worker during the drain (raw collapsed stacks).
+    With ``query_items``, ``bench.query_probe`` asks for items ``item-0`` … while the worker
+    drains (at full load), and the result has their latencies.
     """
     worker = dep.start()
     await produce_all(
@@ -232,7 +237,19 @@ async def ours_throughput(
              "--output", str(profile), "--nonblocking"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
+    stop = asyncio.Event()
+    querier = None
+    if query_items:
+        querier = asyncio.create_task(query_process(worker.url, query_items, stop))
     result = await drain_rate(dep.bootstrap, dep.topic("workflow.status"), len(records), pid)
+    if querier is not None:
+        stop.set()
+        latencies = await querier
+        result["point_query"] = {
+            "client": "process",
+            "requests": len(latencies),
+            "latency_ms": percentiles(latencies),
+        }
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
@@ -241,9 +258,18 @@ async def ours_throughput(
 
 
 async def latency_under_load(
-    dep: Deployment, rate: int, seconds: float, items: int, states: dict[int, str]
+    dep: Deployment,
+    rate: int,
+    seconds: float,
+    items: int,
+    states: dict[int, str],
+    query_client: str = "process",
 ) -> dict[str, Any]:
-    """Open loop: events are due at fixed times; latency counts from the due time."""
+    """Open loop: events are due at fixed times; latency counts from the due time.
+
+    Point queries come from a process of their own (``bench.query_probe``), or with
+    ``query_client="inline"`` from this process's event loop, beside the load generator.
+    """
     worker = dep.start()
     status_topic = dep.topic("workflow.status")
     consumer = AIOKafkaConsumer(
@@ -263,15 +289,10 @@ async def latency_under_load(
                 latencies.extend(now - msgpack.unpackb(m.value)["event_ts"] for m in messages)
 
     async def queries() -> None:
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with aiohttp.ClientSession(headers=headers) as http:
-            while not stop.is_set():
-                key = f"item-{random.randrange(items)}"
-                began = time.perf_counter()
-                async with http.get(f"{worker.url}/v1/workflows/{key}") as reply:
-                    await reply.read()
-                query_latencies.append((time.perf_counter() - began) * 1000)
-                await asyncio.sleep(0.002)
+        if query_client == "process":
+            query_latencies.extend(await query_process(worker.url, items, stop))
+        else:
+            query_latencies.extend(await query_probe.probe(worker.url, items, stop))
 
     collector = asyncio.create_task(collect())
     querier = asyncio.create_task(queries())
@@ -321,11 +342,27 @@ async def latency_under_load(
         "latency_ms": percentiles(latencies),
         "generator_lag_ms": percentiles(send_lags),
         "point_query": {
+            "client": query_client,
             "requests": len(query_latencies),
             "latency_ms": percentiles(query_latencies),
             "handler_within_ms": handler_side,
         },
     }
+
+
+async def query_process(url: str, items: int, stop: asyncio.Event) -> list[float]:
+    """Run ``bench.query_probe`` against ``url`` until ``stop``; its latencies in ms."""
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.query_probe", url, "--items", str(items),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert probe.stdin is not None
+    await stop.wait()
+    probe.stdin.close()
+    out, _ = await probe.communicate()
+    if probe.returncode != 0:
+        raise RuntimeError(f"bench.query_probe exited with {probe.returncode}")
+    return list(json.loads(out))
 
 
 def handler_latency(metrics: str) -> dict[str, Any]:
@@ -369,6 +406,7 @@ async def main(
     seconds: float,
     baselines: bool = True,
     profile: Path | None = None,
+    query_client: str = "process",
 ) -> None:
     bootstrap, redis_url = bring_up()
     records = backlog(items, moves)
@@ -386,26 +424,36 @@ async def main(
         else:
             print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
     dep = Deployment(bootstrap, redis_url, root / "throughput")
+    queried = Deployment(bootstrap, redis_url, root / "queried")
     # the backlog leaves every item in the state of its last move
     states = dict.fromkeys(range(items), "sent" if moves % 2 else "draft")
     try:
         print("bench: statekeeper worker on the same backlog…", flush=True)
         ours = await ours_throughput(dep, records, profile)
         print(f"  ours: {ours['events_per_s']} events/s", flush=True)
+        print("bench: the same backlog again, with point queries while it drains…", flush=True)
+        saturated = await ours_throughput(queried, records, query_items=items)
+        print(
+            f"  ours: {saturated['events_per_s']} events/s, "
+            f"point query {saturated['point_query']['latency_ms']}",
+            flush=True,
+        )
         loads = []
         for rate in rates:
             print(
                 f"bench: open-loop {rate} events/s for {seconds:.0f} s with point queries…",
                 flush=True,
             )
-            loads.append(await latency_under_load(dep, rate, seconds, items, states))
+            loads.append(await latency_under_load(dep, rate, seconds, items, states, query_client))
             print(f"  latency {loads[-1]['latency_ms']}", flush=True)
     finally:
         dep.close()
+        queried.close()
     result = {
         "revision": git_revision(),
         "raw_aiokafka": baseline,
         "statekeeper": ours,
+        "statekeeper_queried": saturated,
         "quix_streams": peer,
         "ratio_to_raw": (
             round(ours["events_per_s"] / baseline["events_per_s"], 3) if baseline else None
@@ -433,6 +481,12 @@ if __name__ == "__main__":
         metavar="FILE",
         help="sample the worker with py-spy (pip install py-spy) while it drains the backlog",
     )
+    parser.add_argument(
+        "--query-client",
+        choices=("process", "inline"),
+        default="process",
+        help="point queries from their own process (default) or this one's event loop",
+    )
     args = parser.parse_args()
     asyncio.run(
         main(
@@ -442,5 +496,6 @@ if __name__ == "__main__":
             args.seconds,
             baselines=not args.ours_only,
             profile=args.py_spy,
+            query_client=args.query_client,
         )
     )
