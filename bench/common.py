@@ -24,6 +24,23 @@ RESULTS = Path(__file__).parent / "results"
 API_KEY = "bench-key-0123456789abcdef"
 
 
+def speed_probe_ms() -> float:
+    """Milliseconds for a fixed piece of pure-Python work (best of three).
+
+    The development VM's speed varies by up to about 3x between hours, steal time or
+    not, so every result records this beside the CPU's name: figures from runs with
+    different probe times do not compare; ratios measured in the same run do.
+    """
+    best = float("inf")
+    for _ in range(3):
+        began = time.process_time()
+        table: dict[int, tuple[int, int]] = {}
+        for n in range(300_000):
+            table[n & 1023] = (n, n * 3)
+        best = min(best, time.process_time() - began)
+    return round(best * 1000, 1)
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -39,6 +56,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(memory, 1),
         "python": platform.python_version(),
+        "speed_probe_ms": speed_probe_ms(),
         "kafka": Settings().kafka_version,
         "broker": "local single-node KRaft on the same machine",
     }

@@ -33,6 +33,7 @@ from bench.common import (
     git_revision,
     rss_mb,
     save,
+    speed_probe_ms,
     total_records,
 )
 from statekeeper.agents.pipeline import murmur2_partition
@@ -409,6 +410,8 @@ async def main(
     query_client: str = "process",
 ) -> None:
     bootstrap, redis_url = bring_up()
+    speed_at_start = speed_probe_ms()
+    print(f"bench: speed probe {speed_at_start} ms (lower is faster)", flush=True)
     records = backlog(items, moves)
     root = Path(tempfile.mkdtemp(prefix="sk-bench-"))
     baseline: dict[str, Any] | None = None
@@ -451,6 +454,7 @@ async def main(
         queried.close()
     result = {
         "revision": git_revision(),
+        "speed_probe_ms_at_start": speed_at_start,
         "raw_aiokafka": baseline,
         "statekeeper": ours,
         "statekeeper_queried": saturated,
