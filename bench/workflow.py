@@ -386,6 +386,15 @@ def handler_latency(metrics: str) -> dict[str, Any]:
     return {"route": route, **{bound: round(n / total, 4) for bound, n in buckets.items()}}
 
 
+def _ratio(ours: dict[str, Any], other: dict[str, Any] | None) -> float | None:
+    return round(ours["events_per_s"] / other["events_per_s"], 3) if other else None
+
+
+def _median_ratio(turns: list[dict[str, Any]], name: str) -> float | None:
+    ratios = [turn[name] for turn in turns if turn[name] is not None]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -408,32 +417,50 @@ async def main(
     baselines: bool = True,
     profile: Path | None = None,
     query_client: str = "process",
+    rounds: int = 3,
 ) -> None:
     bootstrap, redis_url = bring_up()
     speed_at_start = speed_probe_ms()
     print(f"bench: speed probe {speed_at_start} ms (lower is faster)", flush=True)
     records = backlog(items, moves)
     root = Path(tempfile.mkdtemp(prefix="sk-bench-"))
-    baseline: dict[str, Any] | None = None
-    peer = None
-    if baselines:
-        print(f"bench: {len(records)} events, raw aiokafka baseline…", flush=True)
-        baseline = await raw_baseline(bootstrap, records)
-        print(f"  raw: {baseline['events_per_s']} events/s", flush=True)
-        if PEER_PYTHON.exists():
-            print("bench: Quix Streams peer on the same backlog…", flush=True)
-            peer = await peer_throughput(bootstrap, records)
-            print(f"  quix: {peer['events_per_s']} events/s", flush=True)
-        else:
-            print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
-    dep = Deployment(bootstrap, redis_url, root / "throughput")
+    if baselines and not PEER_PYTHON.exists():
+        print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
+    deployments: list[Deployment] = []
     queried = Deployment(bootstrap, redis_url, root / "queried")
     # the backlog leaves every item in the state of its last move
     states = dict.fromkeys(range(items), "sent" if moves % 2 else "draft")
     try:
-        print("bench: statekeeper worker on the same backlog…", flush=True)
-        ours = await ours_throughput(dep, records, profile)
-        print(f"  ours: {ours['events_per_s']} events/s", flush=True)
+        # The VM's speed drifts within minutes: the raw loop, the peer and ours are measured
+        # back to back in each round, and the ratios are taken within a round.
+        turns: list[dict[str, Any]] = []
+        for turn in range(1, rounds + 1):
+            baseline = peer = None
+            if baselines:
+                print(f"bench: round {turn}/{rounds}, {len(records)} events: raw loop…", flush=True)
+                baseline = await raw_baseline(bootstrap, records)
+                print(f"  raw: {baseline['events_per_s']} events/s", flush=True)
+                if PEER_PYTHON.exists():
+                    print("bench: Quix Streams peer on the same backlog…", flush=True)
+                    peer = await peer_throughput(bootstrap, records)
+                    print(f"  quix: {peer['events_per_s']} events/s", flush=True)
+            dep = Deployment(bootstrap, redis_url, root / f"throughput-{turn}")
+            deployments.append(dep)
+            print("bench: statekeeper worker on the same backlog…", flush=True)
+            ours = await ours_throughput(dep, records, profile if turn == 1 else None)
+            print(f"  ours: {ours['events_per_s']} events/s", flush=True)
+            if turn < rounds:  # the last one's items take the open-loop load below
+                dep.close()
+            turns.append(
+                {
+                    "raw_aiokafka": baseline,
+                    "quix_streams": peer,
+                    "statekeeper": ours,
+                    "ratio_to_raw": _ratio(ours, baseline),
+                    "ratio_to_peer": _ratio(ours, peer),
+                    "speed_probe_ms": speed_probe_ms(),
+                }
+            )
         print("bench: the same backlog again, with point queries while it drains…", flush=True)
         saturated = await ours_throughput(queried, records, query_items=items)
         print(
@@ -450,19 +477,19 @@ async def main(
             loads.append(await latency_under_load(dep, rate, seconds, items, states, query_client))
             print(f"  latency {loads[-1]['latency_ms']}", flush=True)
     finally:
-        dep.close()
-        queried.close()
+        for deployment in [*deployments, queried]:
+            deployment.close()
+    last = turns[-1]
     result = {
         "revision": git_revision(),
         "speed_probe_ms_at_start": speed_at_start,
-        "raw_aiokafka": baseline,
-        "statekeeper": ours,
+        "raw_aiokafka": last["raw_aiokafka"],
+        "statekeeper": last["statekeeper"],
         "statekeeper_queried": saturated,
-        "quix_streams": peer,
-        "ratio_to_raw": (
-            round(ours["events_per_s"] / baseline["events_per_s"], 3) if baseline else None
-        ),
-        "ratio_to_peer": round(ours["events_per_s"] / peer["events_per_s"], 3) if peer else None,
+        "quix_streams": last["quix_streams"],
+        "ratio_to_raw": _median_ratio(turns, "ratio_to_raw"),
+        "ratio_to_peer": _median_ratio(turns, "ratio_to_peer"),
+        "rounds": turns,
         "under_load": loads,
     }
     print(f"bench: wrote {save('workflow' if baselines else 'workflow-ours', result)}")
@@ -470,7 +497,7 @@ async def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=25_000)
     parser.add_argument("--moves", type=int, default=3)
     parser.add_argument("--rates", type=int, nargs="*", default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=15)
@@ -484,6 +511,12 @@ if __name__ == "__main__":
         type=Path,
         metavar="FILE",
         help="sample the worker with py-spy (pip install py-spy) while it drains the backlog",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="backlog measurements (raw loop, peer, ours back to back); ratios are medians",
     )
     parser.add_argument(
         "--query-client",
@@ -501,5 +534,6 @@ if __name__ == "__main__":
             baselines=not args.ours_only,
             profile=args.py_spy,
             query_client=args.query_client,
+            rounds=args.rounds,
         )
     )
