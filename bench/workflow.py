@@ -279,6 +279,7 @@ async def latency_under_load(
     await consumer.start()
     await asyncio.sleep(1)
     latencies: list[float] = []
+    by_second: dict[int, list[float]] = {}  # due second -> latencies of its events
     query_latencies: list[float] = []
     stop = asyncio.Event()
 
@@ -287,7 +288,10 @@ async def latency_under_load(
             batch = await consumer.getmany(timeout_ms=200)
             now = time.time() * 1000
             for messages in batch.values():
-                latencies.extend(now - msgpack.unpackb(m.value)["event_ts"] for m in messages)
+                for message in messages:
+                    due_ms = msgpack.unpackb(message.value)["event_ts"]
+                    latencies.append(now - due_ms)
+                    by_second.setdefault(int(due_ms // 1000), []).append(now - due_ms)
 
     async def queries() -> None:
         if query_client == "process":
@@ -342,6 +346,7 @@ async def latency_under_load(
         "status_received": len(latencies),
         "latency_ms": percentiles(latencies),
         "generator_lag_ms": percentiles(send_lags),
+        "worst_seconds": worst_seconds(by_second, begin),
         "point_query": {
             "client": query_client,
             "requests": len(query_latencies),
@@ -384,6 +389,15 @@ def handler_latency(metrics: str) -> dict[str, Any]:
     route, buckets = max(counts.items(), key=lambda item: item[1].get("+Inf", 0))
     total = buckets.get("+Inf", 0) or 1
     return {"route": route, **{bound: round(n / total, 4) for bound, n in buckets.items()}}
+
+
+def worst_seconds(by_second: dict[int, list[float]], begin: float, count: int = 3) -> list[dict]:
+    """The seconds of the run whose events waited longest (a stall shows as one of them)."""
+    worst = sorted(by_second.items(), key=lambda item: -max(item[1]))[:count]
+    return [
+        {"second": round(second - begin, 1), "events": len(values), **percentiles(values)}
+        for second, values in worst
+    ]
 
 
 def _ratio(ours: dict[str, Any], other: dict[str, Any] | None) -> float | None:
