@@ -278,7 +278,6 @@ async def latency_under_load(
     )
     await consumer.start()
     await asyncio.sleep(1)
-    latencies: list[float] = []
     by_second: dict[int, list[float]] = {}  # due second -> latencies of its events
     query_latencies: list[float] = []
     stop = asyncio.Event()
@@ -290,7 +289,6 @@ async def latency_under_load(
             for messages in batch.values():
                 for message in messages:
                     due_ms = msgpack.unpackb(message.value)["event_ts"]
-                    latencies.append(now - due_ms)
                     by_second.setdefault(int(due_ms // 1000), []).append(now - due_ms)
 
     async def queries() -> None:
@@ -339,6 +337,7 @@ async def latency_under_load(
     await producer.stop()
     await consumer.stop()
     worker.stop()
+    latencies = [latency for second in by_second.values() for latency in second]
     return {
         "offered_per_s": rate,
         "seconds": seconds,
@@ -440,7 +439,7 @@ async def main(
     root = Path(tempfile.mkdtemp(prefix="sk-bench-"))
     if baselines and not PEER_PYTHON.exists():
         print(f"bench: no {PEER_PYTHON} (make bench creates it): peer skipped", flush=True)
-    deployments: list[Deployment] = []
+    dep: Deployment | None = None  # the round's; the last one's items take the open loops
     queried = Deployment(bootstrap, redis_url, root / "queried")
     # the backlog leaves every item in the state of its last move
     states = dict.fromkeys(range(items), "sent" if moves % 2 else "draft")
@@ -458,13 +457,12 @@ async def main(
                     print("bench: Quix Streams peer on the same backlog…", flush=True)
                     peer = await peer_throughput(bootstrap, records)
                     print(f"  quix: {peer['events_per_s']} events/s", flush=True)
+            if dep is not None:
+                dep.close()
             dep = Deployment(bootstrap, redis_url, root / f"throughput-{turn}")
-            deployments.append(dep)
             print("bench: statekeeper worker on the same backlog…", flush=True)
             ours = await ours_throughput(dep, records, profile if turn == 1 else None)
             print(f"  ours: {ours['events_per_s']} events/s", flush=True)
-            if turn < rounds:  # the last one's items take the open-loop load below
-                dep.close()
             turns.append(
                 {
                     "raw_aiokafka": baseline,
@@ -475,6 +473,7 @@ async def main(
                     "speed_probe_ms": speed_probe_ms(),
                 }
             )
+        assert dep is not None  # rounds >= 1
         print("bench: the same backlog again, with point queries while it drains…", flush=True)
         saturated = await ours_throughput(queried, records, query_items=items)
         print(
@@ -491,8 +490,9 @@ async def main(
             loads.append(await latency_under_load(dep, rate, seconds, items, states, query_client))
             print(f"  latency {loads[-1]['latency_ms']}", flush=True)
     finally:
-        for deployment in [*deployments, queried]:
-            deployment.close()
+        if dep is not None:
+            dep.close()
+        queried.close()
     last = turns[-1]
     result = {
         "revision": git_revision(),
@@ -539,6 +539,8 @@ if __name__ == "__main__":
         help="point queries from their own process (default) or this one's event loop",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     asyncio.run(
         main(
             args.items,
