@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NATIVE_STAMP := $(VENV)/.native
+# rustup installs cargo here; make's PATH may not have it
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: run test unit integration lint typecheck infra-up infra-down infra-status bench bench-cache clean deps
 
@@ -15,7 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-deps: $(STAMP)
+# The compiled workflow core (native/, Rust via maturin); rebuilt when its sources change.
+$(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+	@command -v cargo >/dev/null || { echo "statekeeper-native needs Rust: install it with rustup (https://rustup.rs), then run make again" >&2; exit 1; }
+	$(BIN)/pip install --quiet ./native
+	@touch $(NATIVE_STAMP)
+
+deps: $(STAMP) $(NATIVE_STAMP)
 	@scripts/system-deps.sh
 
 run: deps
@@ -26,7 +35,7 @@ test: deps
 	if [ "$${CI:-}" = "true" ]; then $(BIN)/statekeeper infra down >/dev/null || true; fi; \
 	exit $$status
 
-unit: $(STAMP)
+unit: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 integration: deps

@@ -66,6 +66,7 @@ class Metrics:
     duplicates: Counter[str] = field(default_factory=Counter)  # by event type
     rerouted: int = 0
     replayed: int = 0  # records seen again after a crash, their change written again
+    native: int = 0  # workflow events applied by the compiled core (agents/workflow.py)
     cache: CacheMetrics = field(default_factory=CacheMetrics)
     sessions_started: int = 0
     sessions_closed: Counter[str] = field(default_factory=Counter)  # by reason
@@ -105,6 +106,10 @@ class Metrics:
             "# HELP statekeeper_events_replayed_total Records re-processed after a crash.",
             "# TYPE statekeeper_events_replayed_total counter",
             f"statekeeper_events_replayed_total {self.replayed}",
+            "# HELP statekeeper_workflow_native_total Workflow events applied by the compiled "
+            "core (the others by the Python path).",
+            "# TYPE statekeeper_workflow_native_total counter",
+            f"statekeeper_workflow_native_total {self.native}",
         ]
         lines += self.cache.render_lines()
         lines += [

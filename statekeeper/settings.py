@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     )
     session_timeout_s: float = Field(default=15.0, gt=0)
     log_level: str = "info"
+    native: bool = Field(
+        default=True,
+        description="workflow events through the compiled core (statekeeper-native) when it "
+        "is installed; false: the pure-Python path for every event",
+    )
 
     # --- input limits --------------------------------------------------------------------
     max_event_bytes: int = Field(default=1024 * 1024, ge=256)

@@ -297,9 +297,11 @@ class BatchedInput:
         with staging(batch):
             if tick and self.tick is not None:
                 await self.tick(batch.partition, int(time.time() * 1000))
+            fast = self.pipeline.fast
             for n, record in enumerate(records, 1):
                 batch.offset, batch.timestamp_ms = record.offset, record.timestamp
-                await self.pipeline.handle_record(InputRecord(record))
+                if fast is None or not fast(batch, record):
+                    await self.pipeline.handle_record(InputRecord(record))
                 if batch.full() and n < len(records):  # the rest in the next batch
                     self.consumer.seek(self.tp(batch.partition), record.offset + 1)
                     records = records[:n]

@@ -34,6 +34,10 @@ METADATA_RETRIES = 20
 Handler = Callable[[Envelope], Awaitable[bool]]
 """Applies one valid event; returns False for a redelivery that had no effect."""
 
+FastPath = Callable[[Any, Any], bool]
+"""(batch, raw record) -> True when it applied the record, False to hand it to the pipeline
+(the batched runner's records only; see :func:`statekeeper.agents.workflow.apply_compiled`)."""
+
 topic_of_type: dict[str, str] = {}
 """Every event type some pipeline accepts -> its input topic (``POST /v1/events`` uses it)."""
 
@@ -73,8 +77,10 @@ class EventPipeline:
         handler: Handler,
         *,
         keyed: bool = True,
+        fast: FastPath | None = None,
     ) -> None:
         self.app = app
+        self.fast = fast
         self.topic = topic
         self.types = types
         self.handler = handler

@@ -12,8 +12,11 @@ results of the workflows it changed are invalidated (:mod:`~statekeeper.agents.c
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
+
+from aiokafka import ConsumerRecord
 
 from statekeeper import codec
 from statekeeper.agents.batched import BatchedInput
@@ -34,9 +37,11 @@ from statekeeper.stores.tables import (
     workflow_deadlines,
     workflow_history,
     workflow_items,
+    workflow_retention,
 )
 from statekeeper.stores.workflow import (
     ITEM_TYPES,
+    RECENT_IDS,
     Change,
     Counts,
     Item,
@@ -115,6 +120,87 @@ def record_change(batch: Staging, key: bytes, before: Item | None, change: Chang
     return status
 
 
+def native_core() -> Any | None:
+    """The compiled core (``statekeeper-native``) when it is installed and enabled, else None.
+
+    It takes the common case of :func:`handle_item_event` — a start, or a legal transition,
+    of a record in place — and gives the very bytes this module's Python path would stage;
+    everything else it hands back (None) and the Python path handles. Built from the
+    registry's live map, so it sees redefinitions as the Python path does.
+    """
+    if not app.settings.native:
+        logger.info("workflow events: Python path only (STATEKEEPER_NATIVE=false)")
+        return None
+    try:
+        native = importlib.import_module("statekeeper_native")
+    except ImportError:
+        logger.info(
+            "workflow events: Python path only (statekeeper-native is not installed; "
+            "`make deps` builds it where cargo is available)"
+        )
+        return None
+    logger.info("workflow events: compiled core (statekeeper-native), Python path for the rest")
+    return native.WorkflowCore(
+        registry.held,
+        retention_ms,
+        app.settings.partitions,
+        app.settings.max_event_bytes,
+        RECENT_IDS,
+    )
+
+
+core_failures = 0
+"""Records the compiled core raised on (each then handled by the Python path)."""
+
+
+def apply_compiled(batch: Staging, record: ConsumerRecord[bytes, bytes]) -> bool:
+    """Stage what the compiled core made of ``record``; False when it handed it back."""
+    key = record.key
+    if key is None or core is None:
+        return False
+    try:
+        stored = batch.read(workflow_items, key)
+        out = core.apply(record.value, key, record.partition, stored, batch.offset, now_ms())
+    except Exception:  # a storage failure or a bug: the Python path handles and reports it
+        global core_failures
+        core_failures += 1
+        if core_failures == 1 or core_failures % 10_000 == 0:
+            logger.exception(
+                "compiled core failed (%d times so far); the Python path takes the record",
+                core_failures,
+            )
+        return False
+    if out is None:
+        return False
+    kind, status, row, history_row, changed, counts, sla_index, purge_index = out
+    batch.notes.add(changed)
+    batch.write(workflow_items, key, row)
+    batch.write(workflow_history, history_row, status)
+    if counts is not None:
+        counts_row, state_before, condition_before, state, condition = counts
+        batch.kept_row(workflow_counts, counts_row, Counts.from_bytes).shift(
+            state_before, condition_before, state, condition
+        )
+    if sla_index is not None:
+        _move_index(batch, workflow_deadlines, sla_index)
+    if purge_index is not None:
+        _move_index(batch, workflow_retention, purge_index)
+    batch.send(status_name, key, status, None)
+    metrics.applied[kind] += 1
+    metrics.native += 1
+    return True
+
+
+def _move_index(
+    batch: Staging, table: Any, change: tuple[bytes | None, bytes | None, bytes]
+) -> None:
+    old, new, value = change
+    if old is not None:
+        batch.write(table, old, None)
+    if new is not None:
+        batch.write(table, new, value)
+
+
 async def tick(partition: int, now: int) -> None:
     """Purge finished items past retention; emit ``workflow.stuck`` for passed SLAs."""
     await purge_due(partition, now)
@@ -146,7 +232,10 @@ def stuck_notice(item: Item, now: int) -> dict[str, Any]:
     }
 
 
-pipeline = EventPipeline(app, events_name, ITEM_TYPES, handle_item_event)
+core = native_core()
+pipeline = EventPipeline(
+    app, events_name, ITEM_TYPES, handle_item_event, fast=apply_compiled if core else None
+)
 
 runner = BatchedInput(
     "workflow",

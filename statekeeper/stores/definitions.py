@@ -112,6 +112,12 @@ class DefinitionRegistry:
         self._definitions: dict[tuple[str, str], tuple[WorkflowDefinition, SourcePosition]] = {}
         self.caught_up = asyncio.Event()
 
+    @property
+    def held(self) -> dict[tuple[str, str], tuple[WorkflowDefinition, SourcePosition]]:
+        """The registry's own map, live: (tenant, name) -> (definition, where it came from).
+        Read it, never change it (the compiled workflow core reads it for every event)."""
+        return self._definitions
+
     def get(self, tenant: str, name: str) -> WorkflowDefinition | None:
         held = self._definitions.get((tenant, name))
         return held[0] if held else None
