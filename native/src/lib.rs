@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use msgpack::{Head, Read, Reader, Unsupported, Writer};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::intern;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 const ENVELOPE_VERSION: i128 = 1;
 const STORE_VERSION: i128 = 2;
@@ -415,6 +416,20 @@ struct Outcome<'a> {
     purge_at: Option<i128>,
 }
 
+/// The Python objects a batch is staged into (see `statekeeper.stores.staged.Staging`).
+struct Targets {
+    items: PyObject,
+    history: PyObject,
+    counts: PyObject,
+    deadlines: PyObject,
+    retention: PyObject,
+    status_topic: PyObject,
+    no_headers: PyObject,
+    decode_counts: PyObject,
+    metrics: PyObject,
+    record_overhead: i64,
+}
+
 /// The workflow item event path (see the module's documentation).
 #[pyclass(module = "statekeeper_native")]
 struct WorkflowCore {
@@ -423,134 +438,302 @@ struct WorkflowCore {
     partitions: u32,
     max_bytes: usize,
     keep: usize,
+    targets: Targets,
     compiled: HashMap<usize, (PyObject, Option<Arc<Definition>>)>,
-    applied: u64,
-    passed: u64,
 }
 
 #[pymethods]
 impl WorkflowCore {
     /// `definitions`: the registry's own dict, (tenant, name) -> (definition, source), read
-    /// live. `retention(tenant)`: ms a finished item is kept, or None.
+    /// live. `retention(tenant)`: ms a finished item is kept, or None. `tables`: the items,
+    /// history, counts, SLA index and purge index tables; `decode_counts`:
+    /// ``Counts.from_bytes``; `metrics`: the worker's counters (``applied`` by type, ``native``).
     #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        definitions, retention, partitions, max_bytes, keep, tables, status_topic, no_headers,
+        decode_counts, metrics, record_overhead
+    ))]
     fn new(
         definitions: Py<PyDict>,
         retention: PyObject,
         partitions: u32,
         max_bytes: usize,
         keep: usize,
+        tables: (PyObject, PyObject, PyObject, PyObject, PyObject),
+        status_topic: PyObject,
+        no_headers: PyObject,
+        decode_counts: PyObject,
+        metrics: PyObject,
+        record_overhead: i64,
     ) -> Self {
+        let (items, history, counts, deadlines, purges) = tables;
         WorkflowCore {
-            definitions, retention, partitions, max_bytes, keep,
-            compiled: HashMap::new(), applied: 0, passed: 0,
+            definitions,
+            retention,
+            partitions,
+            max_bytes,
+            keep,
+            targets: Targets {
+                items,
+                history,
+                counts,
+                deadlines,
+                retention: purges,
+                status_topic,
+                no_headers,
+                decode_counts,
+                metrics,
+                record_overhead,
+            },
+            compiled: HashMap::new(),
         }
     }
 
-    /// Events applied here, and handed to the Python path.
-    #[getter]
-    fn counts(&self) -> (u64, u64) {
-        (self.applied, self.passed)
-    }
-
-    /// The event at `offset` (record key `record_key`, `partition`) against the stored row.
-    ///
-    /// None: the Python path handles it. Else (event type, status record, item row, history
-    /// key, (tenant, workflow), counts move or None, SLA index change or None, purge index
-    /// change or None): a counts move is (counts key, state before or None, condition before
-    /// or None, state, condition); an index change is (key to delete or None, key to write or
-    /// None, its value).
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (value, record_key, partition, stored, offset, now))]
-    fn apply(
+    /// Apply `record` (an aiokafka ConsumerRecord, at `batch.offset`) into `batch` as the
+    /// Python path would; False, with nothing staged, when the Python path must handle it.
+    fn stage(
         &mut self,
         py: Python<'_>,
-        value: Option<&[u8]>,
-        record_key: &[u8],
-        partition: u32,
-        stored: Option<&[u8]>,
-        offset: i64,
+        batch: &Bound<'_, PyAny>,
+        record: &Bound<'_, PyAny>,
         now: i64,
-    ) -> PyResult<PyObject> {
-        let outcome = match value {
-            Some(raw) if raw.len() <= self.max_bytes => {
-                self.outcome(py, raw, record_key, partition, stored, offset, i128::from(now))?
-            }
-            _ => None,
+    ) -> PyResult<bool> {
+        let key_object = record.getattr(intern!(py, "key"))?;
+        let value_object = record.getattr(intern!(py, "value"))?;
+        let (Ok(record_key), Ok(raw)) =
+            (key_object.downcast::<PyBytes>(), value_object.downcast::<PyBytes>())
+        else {
+            return Ok(false);
         };
-        let Some(o) = outcome else {
-            self.passed += 1;
-            return Ok(py.None());
+        let (record_key, raw) = (record_key.as_bytes(), raw.as_bytes());
+        if raw.len() > self.max_bytes {
+            return Ok(false);
+        }
+        let partition: u32 = record.getattr(intern!(py, "partition"))?.extract()?;
+        let offset: i64 = batch.getattr(intern!(py, "offset"))?.extract()?;
+        let Some(stored) = self.read(py, batch, &key_object)? else {
+            return Ok(false);
         };
-        self.applied += 1;
-        let mut history_key = Vec::with_capacity(record_key.len() + 9);
-        history_key.extend_from_slice(record_key);
-        history_key.push(0);
-        history_key.extend_from_slice(&(o.version as u64).to_be_bytes());
-        let counts = match o.before {
-            Some((state, condition)) if state == o.state && condition == o.condition => py.None(),
-            before => {
+        let stored = stored.as_ref().map(|b| b.bind(py).as_bytes());
+        let Some(o) =
+            self.outcome(py, raw, record_key, partition, stored, offset, i128::from(now))?
+        else {
+            return Ok(false);
+        };
+        // The counts row first: decoding it (Python) is the one step here that could fail.
+        let counts_row = match counts_move(&o) {
+            Some(before) => {
                 let mut key = Vec::with_capacity(o.tenant.len() + o.workflow.len() + 1);
                 key.extend_from_slice(o.tenant.as_bytes());
                 key.push(0);
                 key.extend_from_slice(o.workflow.as_bytes());
-                (
-                    PyBytes::new(py, &key),
-                    before.map(|b| b.0),
-                    before.map(|b| b.1),
-                    o.state.as_str(),
-                    o.condition,
-                )
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind()
+                let key = PyBytes::new(py, &key);
+                let counts = self.targets.counts.bind(py);
+                // kept for this batch already (most records), else Staging.kept_row decodes it
+                let kept = batch.getattr(intern!(py, "kept"))?.downcast_into::<PyDict>()?;
+                let held = match kept.get_item(counts)? {
+                    Some(rows) => rows.downcast_into::<PyDict>()?.get_item(&key)?,
+                    None => None,
+                };
+                let row = match held {
+                    Some(row) => row,
+                    None => batch.call_method1(
+                        intern!(py, "kept_row"),
+                        (counts, &key, &self.targets.decode_counts),
+                    )?,
+                };
+                let states = row.getattr(intern!(py, "states"))?.downcast_into::<PyDict>()?;
+                let conditions =
+                    row.getattr(intern!(py, "conditions"))?.downcast_into::<PyDict>()?;
+                Some((before, states, conditions))
             }
+            None => None,
         };
-        let deadlines = if o.old_deadline == o.deadline {
-            py.None()
-        } else {
-            let mut value = Writer::with_capacity(o.state.len() + 4);
-            value.array(2);
-            value.str(&o.state);
-            value.bool(false);
-            index_change(py, o.old_deadline, o.deadline, record_key, &value.out)?
+        // Nothing is staged above this line; below it only dict and list operations.
+        let t = &self.targets;
+        let writes = batch.getattr(intern!(py, "writes"))?.downcast_into::<PyDict>()?;
+        let sizes = batch.getattr(intern!(py, "sizes"))?.downcast_into::<PyDict>()?;
+        let mut largest: i64 = batch.getattr(intern!(py, "largest"))?.extract()?;
+        let mut write = |table: &PyObject, key: &[u8], value: Option<&[u8]>| -> PyResult<()> {
+            let table = table.bind(py);
+            let pending = match writes.get_item(table)? {
+                Some(rows) => rows.downcast_into::<PyDict>()?,
+                None => {
+                    let rows = PyDict::new(py);
+                    writes.set_item(table, &rows)?;
+                    rows
+                }
+            };
+            pending.set_item(PyBytes::new(py, key), value.map(|v| PyBytes::new(py, v)))?;
+            let size = (key.len() + value.map_or(0, <[u8]>::len)) as i64;
+            count(&sizes, table, size + t.record_overhead, &mut largest)
         };
-        let purges = if o.old_purge == o.purge_at {
-            py.None()
-        } else {
-            let mut value = Writer::with_capacity(12);
-            value.array(1);
-            value.int(o.version);
-            index_change(py, o.old_purge, o.purge_at, record_key, &value.out)?
+        batch
+            .getattr(intern!(py, "notes"))?
+            .call_method1(intern!(py, "add"), ((o.tenant, o.workflow),))?;
+        write(&t.items, record_key, Some(&o.row))?;
+        write(&t.history, &history_key(record_key, o.version), Some(&o.status))?;
+        if let Some(((state_before, condition_before), states, conditions)) = counts_row {
+            match (state_before, condition_before) {
+                (Some(state_before), Some(condition_before)) => {
+                    if state_before != o.state {
+                        bump(&states, state_before, -1)?;
+                        bump(&states, &o.state, 1)?;
+                    }
+                    if condition_before != o.condition {
+                        bump(&conditions, condition_before, -1)?;
+                        bump(&conditions, o.condition, 1)?;
+                    }
+                }
+                _ => {
+                    bump(&states, &o.state, 1)?;
+                    bump(&conditions, o.condition, 1)?;
+                }
+            }
+        }
+        if o.old_deadline != o.deadline {
+            if let Some(old) = o.old_deadline {
+                write(&t.deadlines, &deadline_key(old, record_key), None)?;
+            }
+            if let Some(new) = o.deadline {
+                let mut value = Writer::with_capacity(o.state.len() + 4);
+                value.array(2);
+                value.str(&o.state);
+                value.bool(false);
+                write(&t.deadlines, &deadline_key(new, record_key), Some(&value.out))?;
+            }
+        }
+        if o.old_purge != o.purge_at {
+            if let Some(old) = o.old_purge {
+                write(&t.retention, &deadline_key(old, record_key), None)?;
+            }
+            if let Some(new) = o.purge_at {
+                let mut value = Writer::with_capacity(12);
+                value.array(1);
+                value.int(o.version);
+                write(&t.retention, &deadline_key(new, record_key), Some(&value.out))?;
+            }
+        }
+        let status = PyBytes::new(py, &o.status);
+        batch.getattr(intern!(py, "outputs"))?.downcast_into::<PyList>()?.append((
+            &t.status_topic,
+            &key_object,
+            &status,
+            &t.no_headers,
+        ))?;
+        let size = (o.status.len() + record_key.len()) as i64 + t.record_overhead;
+        count(&sizes, t.status_topic.bind(py), size, &mut largest)?;
+        batch.setattr(intern!(py, "largest"), largest)?;
+        let metrics = t.metrics.bind(py);
+        let applied = metrics.getattr(intern!(py, "applied"))?.downcast_into::<PyDict>()?;
+        let kind = PyString::new(py, o.kind);
+        let so_far: i64 = match applied.get_item(&kind)? {
+            Some(n) => n.extract()?,
+            None => 0,
         };
-        let out = PyTuple::new(
-            py,
-            [
-                PyString::new(py, o.kind).into_any(),
-                PyBytes::new(py, &o.status).into_any(),
-                PyBytes::new(py, &o.row).into_any(),
-                PyBytes::new(py, &history_key).into_any(),
-                (o.tenant, o.workflow).into_pyobject(py)?.into_any(),
-                counts.into_bound(py),
-                deadlines.into_bound(py),
-                purges.into_bound(py),
-            ],
-        )?;
-        Ok(out.into_any().unbind())
+        applied.set_item(&kind, so_far + 1)?;
+        let native: i64 = metrics.getattr(intern!(py, "native"))?.extract()?;
+        metrics.setattr(intern!(py, "native"), native + 1)?;
+        Ok(true)
     }
 }
 
-fn index_change(
-    py: Python<'_>,
-    old: Option<i128>,
-    new: Option<i128>,
-    record_key: &[u8],
-    value: &[u8],
-) -> PyResult<PyObject> {
-    let old = old.map(|d| PyBytes::new(py, &deadline_key(d, record_key)));
-    let new = new.map(|d| PyBytes::new(py, &deadline_key(d, record_key)));
-    Ok((old, new, PyBytes::new(py, value)).into_pyobject(py)?.into_any().unbind())
+/// (state, condition) before, when the counts move: (None, None) for a new item.
+fn counts_move<'a>(o: &Outcome<'a>) -> Option<(Option<&'a str>, Option<&'a str>)> {
+    match o.before {
+        Some((state, condition)) if state == o.state && condition == o.condition => None,
+        Some((state, condition)) => Some((Some(state), Some(condition))),
+        None => Some((None, None)),
+    }
 }
 
+fn history_key(record_key: &[u8], version: i128) -> Vec<u8> {
+    let mut key = Vec::with_capacity(record_key.len() + 9);
+    key.extend_from_slice(record_key);
+    key.push(0);
+    key.extend_from_slice(&(version as u64).to_be_bytes());
+    key
+}
+
+/// `Staging._count`: bytes staged per destination, and the largest of them.
+fn count(
+    sizes: &Bound<'_, PyDict>,
+    destination: &Bound<'_, PyAny>,
+    size: i64,
+    largest: &mut i64,
+) -> PyResult<()> {
+    let total = match sizes.get_item(destination)? {
+        Some(n) => n.extract::<i64>()?,
+        None => 0,
+    } + size;
+    sizes.set_item(destination, total)?;
+    if total > *largest {
+        *largest = total;
+    }
+    Ok(())
+}
+
+/// `stores.workflow._bump`: a counter moved by `delta`, dropped at zero.
+fn bump(counter: &Bound<'_, PyDict>, name: &str, delta: i64) -> PyResult<()> {
+    let value = match counter.get_item(name)? {
+        Some(n) => n.extract::<i64>()?,
+        None => 0,
+    } + delta;
+    if value != 0 {
+        counter.set_item(name, value)
+    } else {
+        if counter.contains(name)? {
+            counter.del_item(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl WorkflowCore {
+    /// `Staging.read` of the items table: Some(row or None), or None to hand the record back.
+    fn read(
+        &self,
+        py: Python<'_>,
+        batch: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Option<Py<PyBytes>>>> {
+        let items = self.targets.items.bind(py);
+        let row = |value: Bound<'_, PyAny>| -> Option<Option<Py<PyBytes>>> {
+            if value.is_none() {
+                return Some(None);
+            }
+            value.downcast_into::<PyBytes>().ok().map(|b| Some(b.unbind()))
+        };
+        let kept = batch.getattr(intern!(py, "kept"))?.downcast_into::<PyDict>()?;
+        if kept.get_item(items)?.is_some() {
+            return Ok(None); // items are never kept as objects: not a batch the core knows
+        }
+        let mut batches = vec![batch.clone()];
+        let behind = batch.getattr(intern!(py, "behind"))?;
+        if !behind.is_none() {
+            batches.push(behind);
+        }
+        for staged in batches {
+            let writes = staged.getattr(intern!(py, "writes"))?.downcast_into::<PyDict>()?;
+            if let Some(pending) = writes.get_item(items)? {
+                if let Some(value) = pending.downcast_into::<PyDict>()?.get_item(key)? {
+                    return Ok(row(value));
+                }
+            }
+        }
+        let databases = batch.getattr(intern!(py, "databases"))?.downcast_into::<PyDict>()?;
+        let db = match databases.get_item(items)? {
+            Some(db) => db,
+            None => {
+                let db = batch.call_method1(intern!(py, "database"), (items,))?;
+                databases.set_item(items, &db)?;
+                db
+            }
+        };
+        Ok(row(db.call_method1(intern!(py, "get"), (key,))?))
+    }
+}
 impl WorkflowCore {
     #[allow(clippy::too_many_arguments)]
     fn outcome<'a>(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import importlib
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from faust.exceptions import PartitionsMismatch
 from statekeeper import codec
 from statekeeper.app import StatekeeperApp
 from statekeeper.metrics import metrics
+from statekeeper.settings import get_settings
 from statekeeper.stores.staged import emit
 from statekeeper.topics.envelope import Envelope, decode_envelope
 from statekeeper.topics.rejections import Reason, Rejected
@@ -56,9 +58,27 @@ class InputEvent(Protocol):
 
 
 @functools.lru_cache(maxsize=65_536)
-def murmur2_partition(key: bytes, partitions: int) -> int:
+def python_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (pure Python, so cached)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _partitioner() -> Callable[[bytes, int], int]:
+    """The compiled core's partitioner when it is installed and enabled (a cache miss of
+    the Python one costs more than a whole compiled event), else :func:`python_partition`."""
+    if get_settings().native:
+        try:
+            native = importlib.import_module("statekeeper_native")
+        except ImportError:
+            pass
+        else:
+            partition_of: Callable[[bytes, int], int] = native.partition_of
+            return partition_of
+    return python_partition
+
+
+murmur2_partition = _partitioner()
+"""``murmur2_partition(key, partitions)``: the partition Kafka's default partitioner picks."""
 
 
 class EventPipeline:

@@ -29,7 +29,7 @@ from statekeeper.app import app
 from statekeeper.metrics import metrics
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.retention import policy_for
-from statekeeper.stores.staged import Staging, emit, in_hand
+from statekeeper.stores.staged import NO_HEADERS, RECORD_OVERHEAD, Staging, emit, in_hand
 from statekeeper.stores.tables import (
     staged_deadlines,
     staged_items,
@@ -124,9 +124,10 @@ def native_core() -> Any | None:
     """The compiled core (``statekeeper-native``) when it is installed and enabled, else None.
 
     It takes the common case of :func:`handle_item_event` — a start, or a legal transition,
-    of a record in place — and gives the very bytes this module's Python path would stage;
-    everything else it hands back (None) and the Python path handles. Built from the
-    registry's live map, so it sees redefinitions as the Python path does.
+    of a record in place — and stages into the batch the very rows, counts, records, notes
+    and metrics this module's Python path would; everything else it hands back untouched and
+    the Python path handles it. It reads the registry's live map, so it sees redefinitions
+    as the Python path does, and asks :func:`retention_ms` when an item finishes.
     """
     if not app.settings.native:
         logger.info("workflow events: Python path only (STATEKEEPER_NATIVE=false)")
@@ -146,6 +147,12 @@ def native_core() -> Any | None:
         app.settings.partitions,
         app.settings.max_event_bytes,
         RECENT_IDS,
+        (workflow_items, workflow_history, workflow_counts, workflow_deadlines, workflow_retention),
+        status_name,
+        NO_HEADERS,
+        Counts.from_bytes,
+        metrics,
+        RECORD_OVERHEAD,
     )
 
 
@@ -154,13 +161,9 @@ core_failures = 0
 
 
 def apply_compiled(batch: Staging, record: ConsumerRecord[bytes, bytes]) -> bool:
-    """Stage what the compiled core made of ``record``; False when it handed it back."""
-    key = record.key
-    if key is None or core is None:
-        return False
+    """Stage ``record`` through the compiled core; False when the Python path must take it."""
     try:
-        stored = batch.read(workflow_items, key)
-        out = core.apply(record.value, key, record.partition, stored, batch.offset, now_ms())
+        staged: bool = core.stage(batch, record, now_ms())  # type: ignore[union-attr]
     except Exception:  # a storage failure or a bug: the Python path handles and reports it
         global core_failures
         core_failures += 1
@@ -170,35 +173,7 @@ def apply_compiled(batch: Staging, record: ConsumerRecord[bytes, bytes]) -> bool
                 core_failures,
             )
         return False
-    if out is None:
-        return False
-    kind, status, row, history_row, changed, counts, sla_index, purge_index = out
-    batch.notes.add(changed)
-    batch.write(workflow_items, key, row)
-    batch.write(workflow_history, history_row, status)
-    if counts is not None:
-        counts_row, state_before, condition_before, state, condition = counts
-        batch.kept_row(workflow_counts, counts_row, Counts.from_bytes).shift(
-            state_before, condition_before, state, condition
-        )
-    if sla_index is not None:
-        _move_index(batch, workflow_deadlines, sla_index)
-    if purge_index is not None:
-        _move_index(batch, workflow_retention, purge_index)
-    batch.send(status_name, key, status, None)
-    metrics.applied[kind] += 1
-    metrics.native += 1
-    return True
-
-
-def _move_index(
-    batch: Staging, table: Any, change: tuple[bytes | None, bytes | None, bytes]
-) -> None:
-    old, new, value = change
-    if old is not None:
-        batch.write(table, old, None)
-    if new is not None:
-        batch.write(table, new, value)
+    return staged
 
 
 async def tick(partition: int, now: int) -> None:

@@ -37,7 +37,7 @@ from aiokafka import ConsumerRecord  # noqa: E402
 from statekeeper.agents import workflow  # noqa: E402
 from statekeeper.agents.batched import InputRecord  # noqa: E402
 from statekeeper.agents.definitions import registry  # noqa: E402
-from statekeeper.agents.pipeline import murmur2_partition  # noqa: E402
+from statekeeper.agents.pipeline import python_partition  # noqa: E402
 from statekeeper.metrics import metrics  # noqa: E402
 from statekeeper.stores import tables  # noqa: E402
 from statekeeper.stores.definitions import parse_definition  # noqa: E402
@@ -179,7 +179,7 @@ class Case:
         tenant = rng.choice(["acme", "acme", "beta-2"])
         key = rng.choice(self.keys[:300])
         record_key = f"{tenant}/{key}".encode()
-        stored = state.dbs[(tables.workflow_items, murmur2_partition(record_key, PARTITIONS))]
+        stored = state.dbs[(tables.workflow_items, python_partition(record_key, PARTITIONS))]
         row = stored.get(record_key)
         item = Item.from_bytes(row) if row is not None else None
         if item is None:
@@ -214,7 +214,7 @@ class Case:
             pass
         else:
             key = rng.choice([None, b"acme/item-1"])
-        partition = murmur2_partition(key, PARTITIONS) if key is not None else 0
+        partition = python_partition(key, PARTITIONS) if key is not None else 0
         roll = rng.random()
         if roll < 0.02:
             key = b"acme/item-0"  # under someone else's key
@@ -268,8 +268,8 @@ class Tables:
     def __init__(self) -> None:
         self.dbs = {(t, p): {} for t in TABLES for p in range(PARTITIONS)}
 
-    def batch(self, partition: int, offset: int) -> Staging:
-        batch = Staging(partition)
+    def batch(self, partition: int, offset: int, behind: Staging | None) -> Staging:
+        batch = Staging(partition, behind)
         batch.offset, batch.timestamp_ms = offset, NOW
         for table in TABLES:
             batch.databases[table] = self.dbs[(table, partition)]
@@ -300,6 +300,8 @@ def outcome(batch: Staging, before: dict[str, Any]) -> dict[str, Any]:
         "writes": {table.name: dict(rows) for table, rows in batch.writes.items() if rows},
         "outputs": outputs,
         "notes": sorted(batch.notes),
+        "sizes": {getattr(k, "name", k): n for k, n in batch.sizes.items()},
+        "largest": batch.largest,
         "metrics": {name: delta(getattr(metrics, name), was) for name, was in before.items()},
     }
 
@@ -326,6 +328,7 @@ async def check(events: int, seed: int) -> dict[str, int]:
     core = workflow.core
     assert core is not None, "statekeeper-native is not installed: run `make deps`"
     case, state = Case(rng), Tables()
+    behind: Staging | None = None  # a batch not in RocksDB yet, as while acks travel
     seen = {"events": 0, "compiled": 0, "python": 0}
     for n in range(events):
         key, value, partition = case.record(state)
@@ -334,9 +337,12 @@ async def check(events: int, seed: int) -> dict[str, int]:
         record = ConsumerRecord(
             workflow.events_name, partition, offset, NOW, 0, key, value, None, 0, 0, ()
         )
+        if behind is not None and (behind.partition != partition or rng.random() < 0.3):
+            state.land(behind)
+            behind = None
         results = []
         for compiled in (False, True):
-            batch, before = state.batch(partition, offset), counters()
+            batch, before = state.batch(partition, offset, behind), counters()
             metrics.native = 0
             with staging(batch):
                 if not (compiled and workflow.apply_compiled(batch, record)):
@@ -359,7 +365,14 @@ async def check(events: int, seed: int) -> dict[str, int]:
             print(f"  python:   {expected}")
             print(f"  compiled: {got}")
             raise SystemExit(1)
-        state.land(python_batch)
+        if behind is None and rng.random() < 0.5:
+            python_batch.seal()
+            behind = python_batch  # the next record of this partition reads through it
+        else:
+            if behind is not None:
+                state.land(behind)
+                behind = None
+            state.land(python_batch)
         seen["events"] += 1
     return seen
 
