@@ -54,7 +54,10 @@ impl<'a> Reader<'a> {
     }
 
     fn be(&mut self, n: usize) -> Read<u64> {
-        Ok(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
     fn text(&mut self, n: usize) -> Read<&'a str> {
@@ -75,7 +78,7 @@ impl<'a> Reader<'a> {
             0xc0 => Head::Nil,
             0xc2 => Head::Bool(false),
             0xc3 => Head::Bool(true),
-            0xc4 | 0xc5 | 0xc6 => {
+            0xc4..=0xc6 => {
                 let n = self.be(1 << (marker - 0xc4))? as usize;
                 Head::Bin(self.take(n)?)
             }
@@ -86,7 +89,7 @@ impl<'a> Reader<'a> {
             0xd1 => Head::Int(i128::from(self.be(2)? as u16 as i16)),
             0xd2 => Head::Int(i128::from(self.be(4)? as u32 as i32)),
             0xd3 => Head::Int(i128::from(self.be(8)? as i64)),
-            0xd9 | 0xda | 0xdb => {
+            0xd9..=0xdb => {
                 let n = self.be(1 << (marker - 0xd9))? as usize;
                 Head::Str(self.text(n)?)
             }
@@ -142,7 +145,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn with_capacity(n: usize) -> Self {
-        Writer { out: Vec::with_capacity(n) }
+        Writer {
+            out: Vec::with_capacity(n),
+        }
     }
 
     pub fn raw(&mut self, bytes: &[u8]) {

@@ -9,8 +9,10 @@ and standbys, routing queries to owners — and reads its input topic itself:
    partitions whose tables this worker owns, from the offsets committed for them under the
    group ``{app id}-{pattern}``;
 2. each partition's records are handled in offset order through the pattern's
-   :class:`~statekeeper.agents.pipeline.EventPipeline`; table writes and output records
-   are staged (:mod:`statekeeper.stores.staged`), clock work (deadlines) runs first;
+   :class:`~statekeeper.agents.pipeline.EventPipeline` (a pipeline's ``fast`` path, the
+   compiled workflow core, is offered each record first and hands back what it does not
+   take); table writes and output records are staged (:mod:`statekeeper.stores.staged`),
+   clock work (deadlines) runs first;
 3. everything staged is produced — output records and one changelog record per written
    key — and every acknowledgement awaited; then RocksDB gets one write batch per table
    partition, holding faust's persisted changelog offset (so faust's own recovery never
