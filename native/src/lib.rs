@@ -28,8 +28,10 @@ use partition::murmur2;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use records::{note_text, read_envelope, read_row, recent_entries, write_attrs, Envelope, Row};
-use stage::{bump, count, count_applied, counts_move, deadline_key, history_key};
+use records::{
+    note_text, read_envelope, read_row, recent_entries, recode, write_attrs, Envelope, Row,
+};
+use stage::counts_move;
 
 const ENVELOPE_VERSION: i128 = 1;
 const STORE_VERSION: i128 = 2;
@@ -178,133 +180,30 @@ impl WorkflowCore {
         else {
             return Ok(false);
         };
-        // The counts row first: decoding it (Python) is the one step here that could fail.
-        let counts_row = match counts_move(&o) {
-            Some(before) => {
-                let mut key = Vec::with_capacity(o.tenant.len() + o.workflow.len() + 1);
-                key.extend_from_slice(o.tenant.as_bytes());
-                key.push(0);
-                key.extend_from_slice(o.workflow.as_bytes());
-                let key = PyBytes::new(py, &key);
-                let counts = self.targets.counts.bind(py);
-                // kept for this batch already (most records), else Staging.kept_row decodes it
-                let kept = batch
-                    .getattr(intern!(py, "kept"))?
-                    .downcast_into::<PyDict>()?;
-                let held = match kept.get_item(counts)? {
-                    Some(rows) => rows.downcast_into::<PyDict>()?.get_item(&key)?,
-                    None => None,
-                };
-                let row = match held {
-                    Some(row) => row,
-                    None => batch.call_method1(
-                        intern!(py, "kept_row"),
-                        (counts, &key, &self.targets.decode_counts),
-                    )?,
-                };
-                let states = row
-                    .getattr(intern!(py, "states"))?
-                    .downcast_into::<PyDict>()?;
-                let conditions = row
-                    .getattr(intern!(py, "conditions"))?
-                    .downcast_into::<PyDict>()?;
-                Some((before, states, conditions))
-            }
-            None => None,
+        // Everything that can refuse comes first: the counts row (decoded by Python) and
+        // its current values. Staging::kept_row, if it runs, keeps the row as the Python
+        // path would (it is idempotent), so a hand-back after it changes nothing.
+        let counts = match counts_move(&o) {
+            Some(before) => match self.counts_plan(py, batch, &o, before)? {
+                Some(plan) => plan,
+                None => return Ok(false),
+            },
+            None => Vec::new(),
         };
-        // Nothing is staged above this line; below it only dict and list operations.
-        let t = &self.targets;
-        let writes = batch
-            .getattr(intern!(py, "writes"))?
-            .downcast_into::<PyDict>()?;
-        let sizes = batch
-            .getattr(intern!(py, "sizes"))?
-            .downcast_into::<PyDict>()?;
-        let mut largest: i64 = batch.getattr(intern!(py, "largest"))?.extract()?;
-        let mut write = |table: &PyObject, key: &[u8], value: Option<&[u8]>| -> PyResult<()> {
-            let table = table.bind(py);
-            let pending = match writes.get_item(table)? {
-                Some(rows) => rows.downcast_into::<PyDict>()?,
-                None => {
-                    let rows = PyDict::new(py);
-                    writes.set_item(table, &rows)?;
-                    rows
-                }
-            };
-            pending.set_item(PyBytes::new(py, key), value.map(|v| PyBytes::new(py, v)))?;
-            let size = (key.len() + value.map_or(0, <[u8]>::len)) as i64;
-            count(&sizes, table, size + t.record_overhead, &mut largest)
-        };
-        batch
-            .getattr(intern!(py, "notes"))?
-            .call_method1(intern!(py, "add"), ((o.tenant, o.workflow),))?;
-        write(&t.items, record_key, Some(&o.row))?;
-        write(
-            &t.history,
-            &history_key(record_key, o.version),
-            Some(&o.status),
-        )?;
-        if let Some(((state_before, condition_before), states, conditions)) = counts_row {
-            match (state_before, condition_before) {
-                (Some(state_before), Some(condition_before)) => {
-                    if state_before != o.state {
-                        bump(&states, state_before, -1)?;
-                        bump(&states, &o.state, 1)?;
-                    }
-                    if condition_before != o.condition {
-                        bump(&conditions, condition_before, -1)?;
-                        bump(&conditions, o.condition, 1)?;
-                    }
-                }
-                _ => {
-                    bump(&states, &o.state, 1)?;
-                    bump(&conditions, o.condition, 1)?;
-                }
-            }
-        }
-        if o.old_deadline != o.deadline {
-            if let Some(old) = o.old_deadline {
-                write(&t.deadlines, &deadline_key(old, record_key), None)?;
-            }
-            if let Some(new) = o.deadline {
-                let mut value = Writer::with_capacity(o.state.len() + 4);
-                value.array(2);
-                value.str(&o.state);
-                value.bool(false);
-                write(
-                    &t.deadlines,
-                    &deadline_key(new, record_key),
-                    Some(&value.out),
-                )?;
-            }
-        }
-        if o.old_purge != o.purge_at {
-            if let Some(old) = o.old_purge {
-                write(&t.retention, &deadline_key(old, record_key), None)?;
-            }
-            if let Some(new) = o.purge_at {
-                let mut value = Writer::with_capacity(12);
-                value.array(1);
-                value.int(o.version);
-                write(
-                    &t.retention,
-                    &deadline_key(new, record_key),
-                    Some(&value.out),
-                )?;
-            }
-        }
-        let status = PyBytes::new(py, &o.status);
-        batch
-            .getattr(intern!(py, "outputs"))?
-            .downcast_into::<PyList>()?
-            .append((&t.status_topic, &key_object, &status, &t.no_headers))?;
-        let size = (o.status.len() + record_key.len()) as i64 + t.record_overhead;
-        count(&sizes, t.status_topic.bind(py), size, &mut largest)?;
-        batch.setattr(intern!(py, "largest"), largest)?;
-        count_applied(t.metrics.bind(py), o.kind)?;
+        // Below, only dict and list stores: if one fails anyway, the record is half staged
+        // and the Python path must not take it (it would see its own id: a replay).
+        self.write_outcome(py, batch, &o, &key_object, record_key, counts)
+            .map_err(|err| PartiallyStaged::new_err(format!("record staged in part: {err}")))?;
         Ok(true)
     }
 }
+
+pyo3::create_exception!(
+    statekeeper_native,
+    PartiallyStaged,
+    pyo3::exceptions::PyRuntimeError,
+    "The core failed after it began staging a record: the batch must not be applied."
+);
 
 impl WorkflowCore {
     #[allow(clippy::too_many_arguments)]
@@ -426,6 +325,7 @@ fn partition_of(key: &[u8], partitions: u32) -> u32 {
 #[pymodule]
 fn statekeeper_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WorkflowCore>()?;
+    m.add("PartiallyStaged", m.py().get_type::<PartiallyStaged>())?;
     m.add_function(wrap_pyfunction!(partition_of, m)?)?;
     Ok(())
 }

@@ -150,10 +150,6 @@ impl Writer {
         }
     }
 
-    pub fn raw(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-    }
-
     pub fn nil(&mut self) {
         self.out.push(0xc0);
     }

@@ -123,8 +123,8 @@ pub(crate) fn encode_row(
     }
     match f.row {
         Some(row) => {
-            w.raw(row.attrs);
-            w.raw(row.error);
+            recode(&mut Reader::new(row.attrs), &mut w, MAX_DEPTH)?;
+            recode(&mut Reader::new(row.error), &mut w, MAX_DEPTH)?;
         }
         None => {
             match f.event.data.attrs {

@@ -207,6 +207,9 @@ pub(crate) fn read_row(raw: &[u8]) -> Read<Row<'_>> {
     let state = text(r.head()?)?;
     let condition = text(r.head()?)?;
     let version = int(r.head()?)?;
+    if version < 1 {
+        return Err(Unsupported); // never written by us: the Python path reports it
+    }
     let attempt = int(r.head()?)?;
     let created_at = int(r.head()?)?;
     let _entered_at = int(r.head()?)?; // a transition enters anew
@@ -264,8 +267,8 @@ pub(crate) fn recent_entries<'a>(ids: &'a [u8], offsets: &'a [u8]) -> Read<Vec<(
         }
         let size = usize::from(u16::from_be_bytes([ids[at], ids[at + 1]]));
         at += 2;
-        if at + size > ids.len() {
-            return Err(Unsupported);
+        if at + size > ids.len() || std::str::from_utf8(&ids[at..at + size]).is_err() {
+            return Err(Unsupported); // Python decodes the ids it compares
         }
         entries.push((
             &ids[at..at + size],
@@ -319,4 +322,50 @@ pub(crate) fn note_text(head: Option<Head<'_>>) -> Option<&str> {
         },
         _ => None,
     }
+}
+
+/// Write one stored value as Python writes it back after decoding it (`Item.from_bytes`
+/// then `to_bytes`): the smallest forms, floats as doubles. Unsupported where decoding
+/// would change it (a map with a repeated key keeps its last value) or Python would not
+/// decode it as we read it (ext types, a NaN single-precision float).
+pub(crate) fn recode(r: &mut Reader<'_>, w: &mut Writer, depth: usize) -> Read<()> {
+    match r.head()? {
+        Head::Nil => w.nil(),
+        Head::Bool(b) => w.bool(b),
+        Head::Int(v) => w.int(v),
+        Head::Float(f) if !f.is_nan() => w.float(f),
+        Head::Float(_) => return Err(Unsupported),
+        Head::Str(s) => w.str(s),
+        Head::Bin(b) => w.bin(b),
+        Head::Array(n) => {
+            if depth == 0 {
+                return Err(Unsupported);
+            }
+            w.array(n);
+            for _ in 0..n {
+                recode(r, w, depth - 1)?;
+            }
+        }
+        Head::Map(n) => {
+            if depth == 0 {
+                return Err(Unsupported);
+            }
+            w.map(n);
+            let mut keys: Vec<Head<'_>> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let key = r.head()?;
+                match key {
+                    Head::Str(s) => w.str(s),
+                    Head::Bin(b) => w.bin(b),
+                    _ => return Err(Unsupported),
+                }
+                if keys.contains(&key) {
+                    return Err(Unsupported);
+                }
+                keys.push(key);
+                recode(r, w, depth - 1)?;
+            }
+        }
+    }
+    Ok(())
 }

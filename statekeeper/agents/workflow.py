@@ -12,6 +12,7 @@ results of the workflows it changed are invalidated (:mod:`~statekeeper.agents.c
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from typing import Any
@@ -141,6 +142,7 @@ def native_core() -> Any | None:
         )
         return None
     logger.info("workflow events: compiled core (statekeeper-native), Python path for the rest")
+    partially_staged.append(native.PartiallyStaged)
     return native.WorkflowCore(
         registry.held,
         retention_ms,
@@ -156,15 +158,28 @@ def native_core() -> Any | None:
     )
 
 
+partially_staged: list[type[BaseException]] = []
+"""The core's error for a record it failed to stage whole (see :func:`apply_compiled`)."""
+
 core_failures = 0
 """Records the compiled core raised on (each then handled by the Python path)."""
 
 
 def apply_compiled(batch: Staging, record: ConsumerRecord[bytes, bytes]) -> bool:
-    """Stage ``record`` through the compiled core; False when the Python path must take it."""
+    """Stage ``record`` through the compiled core; False when the Python path must take it.
+
+    The core checks everything that can refuse before it stages anything, so an error it
+    raises leaves the batch as it was and the Python path takes the record. The exception
+    is ``PartiallyStaged`` (a store failed half-way): the batch cannot be applied then, so
+    it propagates and the runner stops the worker, which reads the batch again at restart.
+    """
     try:
         staged: bool = core.stage(batch, record, now_ms())  # type: ignore[union-attr]
-    except Exception:  # a storage failure or a bug: the Python path handles and reports it
+    except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+        raise
+    except tuple(partially_staged):
+        raise
+    except BaseException:  # a bug (a Rust panic is a BaseException) or a storage error
         global core_failures
         core_failures += 1
         if core_failures == 1 or core_failures % 10_000 == 0:

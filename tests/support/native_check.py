@@ -3,7 +3,7 @@
 Run by ``tests/unit/test_native.py`` in a process of its own (the agents need an app and a
 data dir of their own)::
 
-    python -m tests.support.native_check --events 4000 --seed 1
+    python -m tests.support.native_check --events 4000 --seed 1 [--damaged 0.02]
 
 Each random event is handled twice from the same table state: once by the Python path
 (``EventPipeline.handle_record``) and once as the batched runner does it with the compiled
@@ -42,7 +42,7 @@ from statekeeper.metrics import metrics  # noqa: E402
 from statekeeper.stores import tables  # noqa: E402
 from statekeeper.stores.definitions import parse_definition  # noqa: E402
 from statekeeper.stores.staged import Staging, staging  # noqa: E402
-from statekeeper.stores.workflow import Item  # noqa: E402
+from statekeeper.stores.workflow import Item, counts_key  # noqa: E402
 
 PARTITIONS = 8
 TABLES = (
@@ -262,6 +262,36 @@ def _loose(value: Any, rng: random.Random) -> list[bytes]:
     return [msgpack.packb(value, use_bin_type=True)]
 
 
+def damage(state: Tables, rng: random.Random) -> None:
+    """Rewrite one stored row as no worker of ours writes it, but a restore or another tool
+    might: other encodings, a repeated attribute, a bad version, undecodable recent ids, a
+    count that is not an int. Both paths must still agree (the core hands such rows back)."""
+    partition = rng.randrange(PARTITIONS)
+    items = state.dbs[(tables.workflow_items, partition)]
+    if not items:
+        return
+    key = rng.choice(sorted(items))
+    item = Item.from_bytes(items[key])
+    fields = [2, *item]
+    parts = [msgpack.packb(f, use_bin_type=True) for f in fields]
+    how = rng.randrange(5)
+    if how == 0:
+        parts[11] = b"".join(_loose(item.attrs, rng))  # attrs: wide headers, float32
+    elif how == 1:
+        parts[11] = b"\x82\xa1a\x01\xa1a\x02"  # {"a": 1, "a": 2}
+    elif how == 2:
+        parts[6] = msgpack.packb(rng.choice([-5, 0]))
+    elif how == 3:
+        ids, offsets = item.recent
+        parts[13] = msgpack.packb([b"\x00\x02\xff\xfe" + ids, bytes(8) + offsets])
+    else:
+        counts = state.dbs[(tables.workflow_counts, partition)]
+        row = counts_key(item.tenant, item.workflow)
+        counts[row] = msgpack.packb([{item.state: 1.0}, {item.condition: 2**63 - 1}])
+        return
+    items[key] = b"\xdc\x00\x10" + b"".join(parts[:16])
+
+
 class Tables:
     """RocksDB stand-ins: a dict per table and partition (``db.get`` is all a batch reads)."""
 
@@ -320,7 +350,8 @@ def delta(now: Any, was: Any) -> Any:
     return now - was
 
 
-async def check(events: int, seed: int) -> dict[str, int]:
+async def check(events: int, seed: int, damaged: float = 0.0) -> dict[str, int]:
+    """``damaged``: the share of events before which a stored row is damaged (:func:`damage`)."""
     rng = random.Random(seed)
     for (tenant, name), spec in DEFINITIONS.items():
         registry.put(parse_definition(tenant, name, spec), (0, 0))
@@ -337,6 +368,8 @@ async def check(events: int, seed: int) -> dict[str, int]:
         record = ConsumerRecord(
             workflow.events_name, partition, offset, NOW, 0, key, value, None, 0, 0, ()
         )
+        if rng.random() < damaged:
+            damage(state, rng)
         if behind is not None and (behind.partition != partition or rng.random() < 0.3):
             state.land(behind)
             behind = None
@@ -377,12 +410,38 @@ async def check(events: int, seed: int) -> dict[str, int]:
     return seen
 
 
+def check_partial() -> str:
+    """A store that fails half-way (the batch's outputs are no list): the record must not
+    go to the Python path, which would take the half-staged item for a replay."""
+    for (tenant, name), spec in DEFINITIONS.items():
+        registry.put(parse_definition(tenant, name, spec), (0, 0))
+    key = b"acme/partial"
+    value = msgpack.packb(
+        {"v": 1, "id": "p1", "type": "workflow.start", "tenant": "acme", "key": "partial",
+         "ts": NOW, "data": {"workflow": "flow"}}
+    )  # fmt: skip
+    partition = python_partition(key, PARTITIONS)
+    record = ConsumerRecord(workflow.events_name, partition, 0, NOW, 0, key, value, None, 0, 0, ())
+    batch = Tables().batch(partition, 0, None)
+    batch.outputs = ()  # type: ignore[assignment]
+    try:
+        handed_back = not workflow.apply_compiled(batch, record)
+    except Exception as exc:
+        return f"raised {type(exc).__name__}, items staged: {bool(batch.writes)}"
+    return f"returned, handed back: {handed_back}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--damaged", type=float, default=0.0, help="see damage(); e.g. 0.02")
+    parser.add_argument("--partial", action="store_true", help="see check_partial()")
     args = parser.parse_args()
-    seen = asyncio.run(check(args.events, args.seed))
+    if args.partial:
+        print(check_partial())
+        sys.exit(0)
+    seen = asyncio.run(check(args.events, args.seed, args.damaged))
     print(json.dumps(seen))
     sys.exit(0)
 

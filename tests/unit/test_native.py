@@ -48,6 +48,25 @@ def test_the_core_stages_what_the_python_path_stages(seed: int, tmp_path: Path) 
     assert seen.get("applied by python: workflow.start", 0) <= 3
 
 
+def test_the_core_agrees_on_stored_rows_we_never_write(tmp_path: Path) -> None:
+    """Rows re-encoded by other tools, a repeated attribute, a bad version, undecodable
+    recent ids, counts that are not ints: the core hands those back or writes what Python
+    would write back."""
+    check = run(
+        ["-m", "tests.support.native_check", "--events", "3000", "--seed", "5",
+         "--damaged", "0.02"],
+        tmp_path, STATEKEEPER_LOG_LEVEL="critical",
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    seen = json.loads(check.stdout.strip().splitlines()[-1])
+    assert seen["events"] == 3000 and seen["compiled"] > 300
+
+
+def test_a_record_staged_in_part_stops_instead_of_going_to_python(tmp_path: Path) -> None:
+    check = run(["-m", "tests.support.native_check", "--partial"], tmp_path)
+    assert check.stdout.strip() == "raised PartiallyStaged, items staged: True", check.stderr
+
+
 def test_partitions_match_kafka_default_partitioner() -> None:
     rng = random.Random(7)
     keys = [rng.randbytes(rng.randrange(0, 40)) for _ in range(2000)] + [b"", b"a", b"acme/x"]
