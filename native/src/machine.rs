@@ -79,11 +79,6 @@ pub(crate) fn plan(
             if workflow.is_empty() {
                 return Err(Unsupported);
             }
-            if let Some(head) = event.data.attrs_head {
-                if !matches!(head, Head::Map(_)) {
-                    return Err(Unsupported);
-                }
-            }
             let state = definition.initial.clone();
             Ok(Plan {
                 kind: START,

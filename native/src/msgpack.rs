@@ -204,29 +204,14 @@ impl Writer {
         let n = value.len();
         if n < 32 {
             self.out.push(0xa0 | n as u8);
-        } else if n <= 0xff {
-            self.out.extend_from_slice(&[0xd9, n as u8]);
-        } else if n <= 0xffff {
-            self.out.push(0xda);
-            self.out.extend_from_slice(&(n as u16).to_be_bytes());
         } else {
-            self.out.push(0xdb);
-            self.out.extend_from_slice(&(n as u32).to_be_bytes());
+            self.sized(n, Some(0xd9), 0xda, 0xdb);
         }
         self.out.extend_from_slice(value.as_bytes());
     }
 
     pub fn bin(&mut self, value: &[u8]) {
-        let n = value.len();
-        if n <= 0xff {
-            self.out.extend_from_slice(&[0xc4, n as u8]);
-        } else if n <= 0xffff {
-            self.out.push(0xc5);
-            self.out.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            self.out.push(0xc6);
-            self.out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
+        self.sized(value.len(), Some(0xc4), 0xc5, 0xc6);
         self.out.extend_from_slice(value);
     }
 
@@ -241,12 +226,23 @@ impl Writer {
     fn container(&mut self, n: usize, fix: u8, wide: u8) {
         if n < 16 {
             self.out.push(fix | n as u8);
-        } else if n <= 0xffff {
-            self.out.push(wide);
-            self.out.extend_from_slice(&(n as u16).to_be_bytes());
         } else {
-            self.out.push(wide + 1);
-            self.out.extend_from_slice(&(n as u32).to_be_bytes());
+            self.sized(n, None, wide, wide + 1);
+        }
+    }
+
+    /// A length `n` in the smallest of the 8- (where the format has one), 16- and 32-bit forms.
+    fn sized(&mut self, n: usize, marker8: Option<u8>, marker16: u8, marker32: u8) {
+        match marker8 {
+            Some(marker) if n <= 0xff => self.out.extend_from_slice(&[marker, n as u8]),
+            _ if n <= 0xffff => {
+                self.out.push(marker16);
+                self.out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                self.out.push(marker32);
+                self.out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
         }
     }
 

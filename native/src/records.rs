@@ -22,7 +22,6 @@ pub(crate) struct Data<'a> {
     pub(crate) reason: Option<Head<'a>>,
     pub(crate) actor: Option<Head<'a>>,
     pub(crate) attrs: Option<(usize, usize)>, // where the value starts and ends in the record
-    pub(crate) attrs_head: Option<Head<'a>>,
 }
 
 /// An item row of the current schema, its maps and recent ids kept as bytes.
@@ -106,7 +105,6 @@ pub(crate) fn read_data<'a>(reader: &mut Reader<'a>, entries: usize) -> Read<Dat
                     return Err(Unsupported); // a repeated field: Python keeps the last
                 }
                 data.attrs = Some((start, reader.pos));
-                data.attrs_head = Some(head);
                 continue;
             }
             _ => continue,

@@ -73,9 +73,7 @@ impl WorkflowCore {
         let key = PyBytes::new(py, &key);
         let counts = self.targets.counts.bind(py);
         // kept for this batch already (most records), else Staging.kept_row decodes it
-        let kept = batch
-            .getattr(intern!(py, "kept"))?
-            .downcast_into::<PyDict>()?;
+        let kept = dict_attr(batch, intern!(py, "kept"))?;
         let held = match kept.get_item(counts)? {
             Some(rows) => rows.downcast_into::<PyDict>()?.get_item(&key)?,
             None => None,
@@ -87,12 +85,8 @@ impl WorkflowCore {
                 (counts, &key, &self.targets.decode_counts),
             )?,
         };
-        let states = row
-            .getattr(intern!(py, "states"))?
-            .downcast_into::<PyDict>()?;
-        let conditions = row
-            .getattr(intern!(py, "conditions"))?
-            .downcast_into::<PyDict>()?;
+        let states = dict_attr(&row, intern!(py, "states"))?;
+        let conditions = dict_attr(&row, intern!(py, "conditions"))?;
         let mut moves: Vec<(&Bound<'py, PyDict>, &str, i64)> = Vec::with_capacity(4);
         match before {
             (Some(state_before), Some(condition_before)) => {
@@ -135,12 +129,8 @@ impl WorkflowCore {
         counts: CountsPlan<'_>,
     ) -> PyResult<()> {
         let t = &self.targets;
-        let writes = batch
-            .getattr(intern!(py, "writes"))?
-            .downcast_into::<PyDict>()?;
-        let sizes = batch
-            .getattr(intern!(py, "sizes"))?
-            .downcast_into::<PyDict>()?;
+        let writes = dict_attr(batch, intern!(py, "writes"))?;
+        let sizes = dict_attr(batch, intern!(py, "sizes"))?;
         let mut largest: i64 = batch.getattr(intern!(py, "largest"))?.extract()?;
         let mut write = |table: &PyObject, key: &[u8], value: Option<&[u8]>| -> PyResult<()> {
             let table = table.bind(py);
@@ -231,9 +221,7 @@ impl WorkflowCore {
                 .ok()
                 .map(|b| Some(b.unbind()))
         };
-        let kept = batch
-            .getattr(intern!(py, "kept"))?
-            .downcast_into::<PyDict>()?;
+        let kept = dict_attr(batch, intern!(py, "kept"))?;
         if kept.get_item(items)?.is_some() {
             return Ok(None); // items are never kept as objects: not a batch the core knows
         }
@@ -243,18 +231,14 @@ impl WorkflowCore {
             batches.push(behind);
         }
         for staged in batches {
-            let writes = staged
-                .getattr(intern!(py, "writes"))?
-                .downcast_into::<PyDict>()?;
+            let writes = dict_attr(&staged, intern!(py, "writes"))?;
             if let Some(pending) = writes.get_item(items)? {
                 if let Some(value) = pending.downcast_into::<PyDict>()?.get_item(key)? {
                     return Ok(row(value));
                 }
             }
         }
-        let databases = batch
-            .getattr(intern!(py, "databases"))?
-            .downcast_into::<PyDict>()?;
+        let databases = dict_attr(batch, intern!(py, "databases"))?;
         let db = match databases.get_item(items)? {
             Some(db) => db,
             None => {
@@ -270,9 +254,7 @@ impl WorkflowCore {
 /// The pipeline's `metrics.applied[type] += 1`, and `metrics.native += 1`.
 pub(crate) fn count_applied(metrics: &Bound<'_, PyAny>, kind: &str) -> PyResult<()> {
     let py = metrics.py();
-    let applied = metrics
-        .getattr(intern!(py, "applied"))?
-        .downcast_into::<PyDict>()?;
+    let applied = dict_attr(metrics, intern!(py, "applied"))?;
     let kind = PyString::new(py, kind);
     let so_far: i64 = match applied.get_item(&kind)? {
         Some(n) => n.extract()?,
@@ -281,4 +263,12 @@ pub(crate) fn count_applied(metrics: &Bound<'_, PyAny>, kind: &str) -> PyResult<
     applied.set_item(&kind, so_far + 1)?;
     let native: i64 = metrics.getattr(intern!(py, "native"))?.extract()?;
     metrics.setattr(intern!(py, "native"), native + 1)
+}
+
+/// The dict held in `object`'s attribute `name` (a TypeError if it is no dict).
+pub(crate) fn dict_attr<'py>(
+    object: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyDict>> {
+    Ok(object.getattr(name)?.downcast_into::<PyDict>()?)
 }
