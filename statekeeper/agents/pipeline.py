@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import importlib
 import logging
 import os
 import time
@@ -21,8 +20,8 @@ from faust.exceptions import PartitionsMismatch
 
 from statekeeper import codec
 from statekeeper.app import StatekeeperApp
+from statekeeper.compiled import compiled_module
 from statekeeper.metrics import metrics
-from statekeeper.settings import get_settings
 from statekeeper.stores.staged import emit
 from statekeeper.topics.envelope import Envelope, decode_envelope
 from statekeeper.topics.rejections import Reason, Rejected
@@ -63,21 +62,12 @@ def python_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def _partitioner() -> Callable[[bytes, int], int]:
-    """The compiled core's partitioner when it is installed and enabled (a cache miss of
-    the Python one costs more than a whole compiled event), else :func:`python_partition`."""
-    if get_settings().native:
-        try:
-            native = importlib.import_module("statekeeper_native")
-        except ImportError:
-            pass
-        else:
-            partition_of: Callable[[bytes, int], int] = native.partition_of
-            return partition_of
-    return python_partition
-
-
-murmur2_partition = _partitioner()
+_native = compiled_module()
+# The compiled one when the core is on: a cache miss of the Python one costs more than a
+# whole compiled event.
+murmur2_partition: Callable[[bytes, int], int] = (
+    _native.partition_of if _native is not None else python_partition
+)
 """``murmur2_partition(key, partitions)``: the partition Kafka's default partitioner picks."""
 
 

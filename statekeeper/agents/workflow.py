@@ -13,7 +13,6 @@ results of the workflows it changed are invalidated (:mod:`~statekeeper.agents.c
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from typing import Any
 
@@ -27,6 +26,7 @@ from statekeeper.agents.definitions import lookup, registry
 from statekeeper.agents.pipeline import EventPipeline
 from statekeeper.agents.workflow_purge import purge_due, schedule
 from statekeeper.app import app
+from statekeeper.compiled import compiled_module
 from statekeeper.metrics import metrics
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.retention import policy_for
@@ -130,15 +130,14 @@ def native_core() -> Any | None:
     the Python path handles it. It reads the registry's live map, so it sees redefinitions
     as the Python path does, and asks :func:`retention_ms` when an item finishes.
     """
-    if not app.settings.native:
-        logger.info("workflow events: Python path only (STATEKEEPER_NATIVE=false)")
-        return None
-    try:
-        native = importlib.import_module("statekeeper_native")
-    except ImportError:
+    native = compiled_module()
+    if native is None:
         logger.info(
-            "workflow events: Python path only (statekeeper-native is not installed; "
-            "`make deps` builds it where cargo is available)"
+            "workflow events: Python path only (%s)",
+            "STATEKEEPER_NATIVE=false"
+            if not app.settings.native
+            else "statekeeper-native is not installed; `make deps` builds it where cargo is "
+            "available",
         )
         return None
     logger.info("workflow events: compiled core (statekeeper-native), Python path for the rest")

@@ -407,24 +407,15 @@ class Counts:
     def move(self, before: Item | None, after: Item) -> None:
         """Account for one item changing from ``before`` to ``after``."""
         if before is None:
-            self.shift(None, None, after.state, after.condition)
-        else:
-            self.shift(before.state, before.condition, after.state, after.condition)
-
-    def shift(
-        self, state_before: str | None, condition_before: str | None, state: str, condition: str
-    ) -> None:
-        """:meth:`move` by the names (None before: a new item)."""
-        if state_before is None or condition_before is None:
-            _bump(self.states, state, 1)
-            _bump(self.conditions, condition, 1)
+            _bump(self.states, after.state, 1)
+            _bump(self.conditions, after.condition, 1)
             return
-        if state_before != state:  # a move with no change nets to nothing
-            _bump(self.states, state_before, -1)
-            _bump(self.states, state, 1)
-        if condition_before != condition:
-            _bump(self.conditions, condition_before, -1)
-            _bump(self.conditions, condition, 1)
+        if before.state != after.state:  # a move with no change nets to nothing
+            _bump(self.states, before.state, -1)
+            _bump(self.states, after.state, 1)
+        if before.condition != after.condition:
+            _bump(self.conditions, before.condition, -1)
+            _bump(self.conditions, after.condition, 1)
 
     def purge(self, item: Item) -> None:
         """Account for a finished item removed by retention."""
