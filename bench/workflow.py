@@ -279,6 +279,7 @@ async def latency_under_load(
     await consumer.start()
     await asyncio.sleep(1)
     by_second: dict[int, list[float]] = {}  # due second -> latencies of its events
+    to_built: list[float] = []  # due time -> the worker built the status record (its timestamp)
     query_latencies: list[float] = []
     stop = asyncio.Event()
 
@@ -290,6 +291,7 @@ async def latency_under_load(
                 for message in messages:
                     due_ms = msgpack.unpackb(message.value)["event_ts"]
                     by_second.setdefault(int(due_ms // 1000), []).append(now - due_ms)
+                    to_built.append(message.timestamp - due_ms)
 
     async def queries() -> None:
         if query_client == "process":
@@ -345,6 +347,10 @@ async def latency_under_load(
         "status_received": len(latencies),
         "latency_ms": percentiles(latencies),
         "generator_lag_ms": percentiles(send_lags),
+        # the status record's timestamp is set when the worker builds its produce batch: what
+        # comes before it is the generator, the broker, the worker's fetch and handling; the
+        # rest of "latency_ms" is the produce request, the broker and this process's fetch
+        "due_to_built_ms": percentiles(to_built),
         "worst_seconds": worst_seconds(by_second, begin),
         "point_query": {
             "client": query_client,

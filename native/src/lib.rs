@@ -13,6 +13,7 @@ mod machine;
 mod msgpack;
 mod outcome;
 mod partition;
+mod produce;
 mod records;
 mod stage;
 
@@ -325,6 +326,7 @@ fn partition_of(key: &[u8], partitions: u32) -> u32 {
 #[pymodule]
 fn statekeeper_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WorkflowCore>()?;
+    m.add_class::<produce::ProduceBatch>()?;
     m.add("PartiallyStaged", m.py().get_type::<PartiallyStaged>())?;
     m.add_function(wrap_pyfunction!(partition_of, m)?)?;
     Ok(())

@@ -42,12 +42,11 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TableT
 from rocksdict import WriteBatch
@@ -60,6 +59,7 @@ from statekeeper.agents.pipeline import (
     processed_offsets,
 )
 from statekeeper.app import app
+from statekeeper.compiled import compiled_module
 from statekeeper.connections import kafka_options
 from statekeeper.stores.scan import active_partitions
 from statekeeper.stores.staged import NO_HEADERS, Headers, Staging, staging
@@ -77,6 +77,10 @@ batched_inputs: dict[str, BatchedInput] = {}
 """Input topic -> the runner reading it (for lag and freshness figures)."""
 
 Row = tuple[bytes | None, bytes | None, Headers]
+Part = list[Row] | dict[bytes, bytes | None]
+"""Records for one produce destination: output rows, or one batch's writes to a table."""
+ProduceBatch = Any
+"""aiokafka's BatchBuilder, or the compiled core's ProduceBatch in its place."""
 
 Tick = Callable[[int, int], Awaitable[None]]
 """Clock work for (partition, now in ms), staged like a record's."""
@@ -400,12 +404,14 @@ class BatchedInput:
             for table, writes in batch.writes.items():
                 where = (table.changelog_topic.get_topic_name(), batch.partition)
                 changelogs.setdefault(where, (table, []))[1].append(writes)
-        # Changelog rows are made as they are appended: a list of them all, made at once,
-        # costs more in garbage collection than the appends themselves.
-        destinations: list[tuple[tuple[str, int], Iterable[Row]]] = [*outputs.items()]
-        destinations += [(where, _rows(writes)) for where, (_, writes) in changelogs.items()]
+        # Changelog rows are read from the staged writes as they are appended: a list of them
+        # all, made at once, costs more in garbage collection than the appends themselves.
+        destinations: list[tuple[tuple[str, int], Sequence[Part]]] = [
+            (where, [rows]) for where, rows in outputs.items()
+        ]
+        destinations += [(where, writes) for where, (_, writes) in changelogs.items()]
         built = [
-            await self._build(topic, partition, rows) for (topic, partition), rows in destinations
+            await self._build(topic, partition, parts) for (topic, partition), parts in destinations
         ]
         # Queued with no yield in between, so the sender finds them all and sends one request.
         assert self.producer is not None
@@ -437,31 +443,57 @@ class BatchedInput:
         return offsets
 
     async def _build(
-        self, topic: str, partition: int, rows: Iterable[Row]
-    ) -> list[tuple[int, BatchBuilder]]:
-        """``rows`` in produce batches (one unless they pass MAX_BATCH_BYTES), with counts.
+        self, topic: str, partition: int, parts: Sequence[Part]
+    ) -> list[tuple[int, ProduceBatch]]:
+        """Records of ``parts`` in produce batches (one unless they pass MAX_BATCH_BYTES), with
+        counts. A part is a list of output rows or a dict of table writes (changelog records:
+        no headers, None a tombstone).
 
-        Nothing is queued yet, so it may yield to queries now and then: a large flush takes
-        tens of milliseconds to build, and a query waiting that long is a slow query.
+        The compiled core's batch (:mod:`statekeeper.compiled`) takes a part in one call;
+        aiokafka's takes a record per call, and a large flush takes tens of milliseconds to
+        build that way, so it yields to queries now and then (nothing is queued yet).
         """
         assert self.producer is not None
-        builders: list[tuple[int, BatchBuilder]] = []
-        builder, count = self.producer.create_batch(), 0
-        for n, (key, value, headers) in enumerate(rows, 1):
+        native = compiled_module()
+        producer = self.producer
+
+        def overflow() -> None:
+            logger.warning(
+                "%s: over %d bytes for %s[%d] in one flush, so two produce requests "
+                "(README Performance, known limit)", self.pattern, MAX_BATCH_BYTES,
+                topic, partition,
+            )  # fmt: skip
+
+        batches: list[tuple[int, ProduceBatch]] = []
+        if native is not None:
+            batch, count = native.ProduceBatch(MAX_BATCH_BYTES), 0
+            for part in parts:
+                start = 0
+                while True:
+                    add = batch.add_rows if isinstance(part, dict) else batch.add_records
+                    added = add(part, start)
+                    start, count = start + added, count + added
+                    if start >= len(part):
+                        break
+                    overflow()
+                    batches.append((count, batch))
+                    batch, count = native.ProduceBatch(MAX_BATCH_BYTES), 0
+            batch.close()  # complete: the sender need not wait for more records
+            batches.append((count, batch))
+            return batches
+        builder, count = producer.create_batch(), 0
+        for n, (key, value, headers) in enumerate(_rows(parts), 1):
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                logger.warning(
-                    "%s: over %d bytes for %s[%d] in one flush, so two produce requests "
-                    "(README Performance, known limit)", self.pattern, MAX_BATCH_BYTES,
-                    topic, partition,
-                )  # fmt: skip
-                builders.append((count, builder))
-                builder, count = self.producer.create_batch(), 0
+                overflow()
+                batches.append((count, builder))
+                builder, count = producer.create_batch(), 0
                 builder.append(key=key, value=value, timestamp=None, headers=headers)
             count += 1
             if n % (10 * YIELD_EVERY) == 0:
                 await asyncio.sleep(0)
-        builders.append((count, builder))
-        return builders
+        builder.close()
+        batches.append((count, builder))
+        return batches
 
     async def _partition_count(self, topic: str) -> int:
         """Partitions of ``topic``; its metadata is then known to the producer."""
@@ -504,8 +536,12 @@ def partition_for(key: bytes | None, partitions: int) -> int:
     return murmur2_partition(key, partitions)
 
 
-def _rows(tables: list[dict[bytes, bytes | None]]) -> Iterator[Row]:
-    """Changelog records of staged writes: key, value (None: a tombstone), no headers."""
-    for writes in tables:
-        for key, value in writes.items():
-            yield key, value, NO_HEADERS
+def _rows(parts: Sequence[Part]) -> Iterator[Row]:
+    """The records of ``parts``: output rows as they are, table writes as changelog records
+    (key, value, no headers; None a tombstone)."""
+    for part in parts:
+        if isinstance(part, dict):
+            for key, value in part.items():
+                yield key, value, NO_HEADERS
+        else:
+            yield from part
