@@ -26,6 +26,7 @@ use outcome::{
     encode_row, encode_status, in_place, purge_deadline, recent_after, sla_deadline, Fields,
 };
 use partition::murmur2;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -142,13 +143,81 @@ impl WorkflowCore {
         }
     }
 
-    /// Apply `record` (an aiokafka ConsumerRecord, at `batch.offset`) into `batch` as the
-    /// Python path would; False, with nothing staged, when the Python path must handle it.
-    fn stage(
+    /// Apply `records[start:stop]` (a list of aiokafka ConsumerRecords of `batch`'s
+    /// partition, in offset order) into `batch` as the Python path would, with no Python call
+    /// per record: (index of the first record not staged, the error that stopped there or
+    /// None). It stops at `stop`; after the record that fills the batch (`batch.largest`
+    /// reaching `flush_bytes`, as `Staging.full`); at a record the Python path must handle;
+    /// and at a record it failed on (an error, a panic), of which nothing is staged: that
+    /// record is the Python path's. `PartiallyStaged` (a record staged in part) is raised.
+    /// `batch.offset` and `batch.timestamp_ms` are left at the last record staged.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_many(
+        &mut self,
+        py: Python<'_>,
+        batch: &Bound<'_, PyAny>,
+        records: &Bound<'_, PyList>,
+        start: usize,
+        stop: usize,
+        now: i64,
+        flush_bytes: i64,
+    ) -> PyResult<(usize, Option<PyObject>)> {
+        let stop = stop.min(records.len());
+        let mut at = start;
+        let mut last: Option<(Bound<'_, PyAny>, i64)> = None;
+        let mut failure = None;
+        while at < stop {
+            let record = records.get_item(at)?;
+            let offset: i64 = record.getattr(intern!(py, "offset"))?.extract()?;
+            let staged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.stage_at(py, batch, &record, offset, now)
+            }));
+            match staged {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => break,
+                Ok(Err(err)) if err.is_instance_of::<PartiallyStaged>(py) => return Err(err),
+                Ok(Err(err)) => {
+                    failure = Some(err.into_value(py).into_any());
+                    break;
+                }
+                Err(panic) => {
+                    let text = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let err = PyRuntimeError::new_err(format!("compiled core panicked: {text}"));
+                    failure = Some(err.into_value(py).into_any());
+                    break;
+                }
+            }
+            at += 1;
+            last = Some((record, offset));
+            let largest: i64 = batch.getattr(intern!(py, "largest"))?.extract()?;
+            if largest >= flush_bytes {
+                break;
+            }
+        }
+        if let Some((record, offset)) = last {
+            batch.setattr(intern!(py, "offset"), offset)?;
+            batch.setattr(
+                intern!(py, "timestamp_ms"),
+                record.getattr(intern!(py, "timestamp"))?,
+            )?;
+        }
+        Ok((at, failure))
+    }
+}
+
+impl WorkflowCore {
+    /// Stage `record` (at `offset`); false, with nothing staged, when the Python path must
+    /// handle it.
+    fn stage_at(
         &mut self,
         py: Python<'_>,
         batch: &Bound<'_, PyAny>,
         record: &Bound<'_, PyAny>,
+        offset: i64,
         now: i64,
     ) -> PyResult<bool> {
         let key_object = record.getattr(intern!(py, "key"))?;
@@ -164,7 +233,6 @@ impl WorkflowCore {
             return Ok(false);
         }
         let partition: u32 = record.getattr(intern!(py, "partition"))?.extract()?;
-        let offset: i64 = batch.getattr(intern!(py, "offset"))?.extract()?;
         let Some(stored) = self.read(py, batch, &key_object)? else {
             return Ok(false);
         };

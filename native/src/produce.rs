@@ -129,7 +129,11 @@ impl ProduceBatch {
         let (producer_id, epoch, sequence) = self.producer;
         let attributes: i16 = if self.transactional { TRANSACTIONAL } else { 0 };
         let first = self.first_timestamp.unwrap_or(0);
-        let max = if self.first_timestamp.is_some() { self.max_timestamp } else { 0 };
+        let max = if self.first_timestamp.is_some() {
+            self.max_timestamp
+        } else {
+            0
+        };
         let b = &mut self.buffer;
         b[..LENGTH_AT].copy_from_slice(&0i64.to_be_bytes());
         b[LENGTH_AT..AFTER_LENGTH].copy_from_slice(&length.to_be_bytes());
@@ -203,7 +207,11 @@ impl ProduceBatch {
         let mut added = 0;
         for record in records.iter().skip(start) {
             let record = record.downcast_into::<PyTuple>()?;
-            let (key, value, headers) = (record.get_item(0)?, record.get_item(1)?, record.get_item(2)?);
+            let (key, value, headers) = (
+                record.get_item(0)?,
+                record.get_item(1)?,
+                record.get_item(2)?,
+            );
             let key = optional_bytes(&key, "key")?;
             let value = optional_bytes(&value, "value")?;
             let headers = headers.downcast_into::<PyList>()?;
@@ -213,11 +221,17 @@ impl ProduceBatch {
                 let mut pairs: Vec<(Bound<'_, PyString>, Bound<'_, PyAny>)> = Vec::new();
                 for pair in headers.iter() {
                     let pair = pair.downcast_into::<PyTuple>()?;
-                    pairs.push((pair.get_item(0)?.downcast_into::<PyString>()?, pair.get_item(1)?));
+                    pairs.push((
+                        pair.get_item(0)?.downcast_into::<PyString>()?,
+                        pair.get_item(1)?,
+                    ));
                 }
                 let mut held = Vec::with_capacity(pairs.len());
                 for (name, header) in &pairs {
-                    held.push((name.to_str()?.as_bytes(), optional_bytes(header, "header value")?));
+                    held.push((
+                        name.to_str()?.as_bytes(),
+                        optional_bytes(header, "header value")?,
+                    ));
                 }
                 self.push(timestamp, key, value, &held)
             };
@@ -258,7 +272,12 @@ impl ProduceBatch {
         }
     }
 
-    fn _set_producer_state(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> PyResult<()> {
+    fn _set_producer_state(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> PyResult<()> {
         if self.built.is_some() {
             return Err(PyRuntimeError::new_err("the batch is built already"));
         }
@@ -274,6 +293,9 @@ impl ProduceBatch {
             self.built = Some(PyBytes::new(py, &self.buffer).unbind());
             self.buffer = Vec::new();
         }
-        self.built.as_ref().map(|b| b.clone_ref(py)).expect("built above")
+        self.built
+            .as_ref()
+            .map(|b| b.clone_ref(py))
+            .expect("built above")
     }
 }

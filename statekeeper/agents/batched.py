@@ -304,15 +304,26 @@ class BatchedInput:
             if tick and self.tick is not None:
                 await self.tick(batch.partition, int(time.time() * 1000))
             fast = self.pipeline.fast
-            for n, record in enumerate(records, 1):
-                batch.offset, batch.timestamp_ms = record.offset, record.timestamp
-                if fast is None or not fast(batch, record):
+            records = list(records)
+            handled = yielded = 0
+            while handled < len(records):
+                stop = min(yielded + YIELD_EVERY, len(records))
+                start = handled
+                if fast is not None:
+                    handled = fast(batch, records, handled, stop)
+                # It stops early at a record it leaves to the pipeline, or once it filled the
+                # batch (the clock work may have filled it before: a record goes in anyway).
+                if handled < stop and not (handled > start and batch.full()):
+                    record = records[handled]
+                    batch.offset, batch.timestamp_ms = record.offset, record.timestamp
                     await self.pipeline.handle_record(InputRecord(record))
-                if batch.full() and n < len(records):  # the rest in the next batch
-                    self.consumer.seek(self.tp(batch.partition), record.offset + 1)
-                    records = records[:n]
+                    handled += 1
+                if batch.full() and handled < len(records):  # the rest in the next batch
+                    self.consumer.seek(self.tp(batch.partition), records[handled - 1].offset + 1)
+                    records = records[:handled]
                     break
-                if n % YIELD_EVERY == 0:
+                if handled >= yielded + YIELD_EVERY:
+                    yielded = handled
                     await asyncio.sleep(0)  # let queries in: a batch is CPU-bound
         batch.seal()
         return records

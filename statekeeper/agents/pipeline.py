@@ -35,9 +35,10 @@ METADATA_RETRIES = 20
 Handler = Callable[[Envelope], Awaitable[bool]]
 """Applies one valid event; returns False for a redelivery that had no effect."""
 
-FastPath = Callable[[Any, Any], bool]
-"""(batch, raw record) -> True when it applied the record, False to hand it to the pipeline
-(the batched runner's records only; see :func:`statekeeper.agents.workflow.apply_compiled`)."""
+FastPath = Callable[[Any, list[Any], int, int], int]
+"""(batch, raw records, start, stop) -> the index of the first record of ``records[start:stop]``
+it did not apply; that record is the pipeline's unless the batch is full (the batched
+runner's records only; see :func:`statekeeper.agents.workflow.apply_compiled`)."""
 
 topic_of_type: dict[str, str] = {}
 """Every event type some pipeline accepts -> its input topic (``POST /v1/events`` uses it)."""

@@ -12,7 +12,6 @@ results of the workflows it changed are invalidated (:mod:`~statekeeper.agents.c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -30,7 +29,14 @@ from statekeeper.compiled import compiled_module
 from statekeeper.metrics import metrics
 from statekeeper.stores.deadlines import deadline_key, due
 from statekeeper.stores.retention import policy_for
-from statekeeper.stores.staged import NO_HEADERS, RECORD_OVERHEAD, Staging, emit, in_hand
+from statekeeper.stores.staged import (
+    FLUSH_BYTES,
+    NO_HEADERS,
+    RECORD_OVERHEAD,
+    Staging,
+    emit,
+    in_hand,
+)
 from statekeeper.stores.tables import (
     staged_deadlines,
     staged_items,
@@ -141,7 +147,6 @@ def native_core() -> Any | None:
         )
         return None
     logger.info("workflow events: compiled core (statekeeper-native), Python path for the rest")
-    partially_staged.append(native.PartiallyStaged)
     return native.WorkflowCore(
         registry.held,
         retention_ms,
@@ -157,37 +162,40 @@ def native_core() -> Any | None:
     )
 
 
-partially_staged: list[type[BaseException]] = []
-"""The core's error for a record it failed to stage whole (see :func:`apply_compiled`)."""
-
 core_failures = 0
-"""Records the compiled core raised on (each then handled by the Python path)."""
+"""Records the compiled core failed on (each then handled by the Python path)."""
 
 
-def apply_compiled(batch: Staging, record: ConsumerRecord[bytes, bytes]) -> bool:
-    """Stage ``record`` through the compiled core; False when the Python path must take it.
+def apply_compiled(
+    batch: Staging, records: list[ConsumerRecord[bytes, bytes]], start: int, stop: int
+) -> int:
+    """Stage ``records[start:stop]`` through the compiled core, in one call: the index of
+    the first record it did not stage (the Python path's, unless the batch is full).
 
-    The core checks everything that can refuse before it stages anything, so an error it
-    raises leaves the batch as it was and the Python path takes the record. The exception
-    is ``PartiallyStaged`` (a store failed half-way): the batch cannot be applied then, so
-    it propagates and the runner stops the worker, which reads the batch again at restart.
+    The core checks everything that can refuse before it stages anything, so a record it
+    hands back, or fails on (an error, a panic: counted and logged here), is untouched in the
+    batch and the Python path takes it. The exception is ``PartiallyStaged`` (a store failed
+    half-way): the batch cannot be applied then, so it propagates and the runner stops the
+    worker, which reads the batch again at restart. One clock reading serves the call (at
+    most ``YIELD_EVERY`` records, well under a millisecond of work).
     """
-    try:
-        staged: bool = core.stage(batch, record, now_ms())  # type: ignore[union-attr]
-    except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
-        raise
-    except tuple(partially_staged):
-        raise
-    except BaseException:  # a bug (a Rust panic is a BaseException) or a storage error
-        global core_failures
-        core_failures += 1
-        if core_failures == 1 or core_failures % 10_000 == 0:
-            logger.exception(
-                "compiled core failed (%d times so far); the Python path takes the record",
-                core_failures,
-            )
-        return False
-    return staged
+    staged, failure = core.stage_many(  # type: ignore[union-attr]
+        batch, records, start, stop, now_ms(), FLUSH_BYTES
+    )
+    if failure is not None:
+        core_failed(failure)
+    return int(staged)
+
+
+def core_failed(exc: BaseException) -> None:
+    """Count a record the core failed on; log the first and every 10,000th."""
+    global core_failures
+    core_failures += 1
+    if core_failures == 1 or core_failures % 10_000 == 0:
+        logger.error(
+            "compiled core failed (%d times so far); the Python path takes the record",
+            core_failures, exc_info=exc,
+        )  # fmt: skip
 
 
 async def tick(partition: int, now: int) -> None:

@@ -7,11 +7,12 @@ data dir of their own)::
 
 Each random event is handled twice from the same table state: once by the Python path
 (``EventPipeline.handle_record``) and once as the batched runner does it with the compiled
-core (:func:`statekeeper.agents.workflow.apply_compiled`, falling back to the Python path
-when it hands the record back). Both must stage the same rows, counts, records, notes and
-metrics. The events mix what the core takes (starts, legal transitions, with attributes,
-reasons, SLAs and terminal states) with what it must hand back (rejections of every kind,
-redeliveries, replays, stale replays, other event types, odd encodings, misrouted records).
+core (:func:`statekeeper.agents.workflow.apply_compiled`, here a record at a time), falling
+back to the Python path when it hands the record back. Both must stage the same rows,
+counts, records, notes and metrics. The events mix what the core takes (starts, legal
+transitions, with attributes, reasons, SLAs and terminal states) with what it must hand
+back (rejections of every kind, redeliveries, replays, stale replays, other event types, odd
+encodings, misrouted records).
 Prints one JSON line of counts; exits 1 at the first difference.
 """
 
@@ -378,7 +379,7 @@ async def check(events: int, seed: int, damaged: float = 0.0) -> dict[str, int]:
             batch, before = state.batch(partition, offset, behind), counters()
             metrics.native = 0
             with staging(batch):
-                if not (compiled and workflow.apply_compiled(batch, record)):
+                if not (compiled and workflow.apply_compiled(batch, [record], 0, 1) == 1):
                     await workflow.pipeline.handle_record(InputRecord(record))
             if compiled:
                 seen["compiled" if metrics.native else "python"] += 1
@@ -425,7 +426,7 @@ def check_partial() -> str:
     batch = Tables().batch(partition, 0, None)
     batch.outputs = ()  # type: ignore[assignment]
     try:
-        handed_back = not workflow.apply_compiled(batch, record)
+        handed_back = workflow.apply_compiled(batch, [record], 0, 1) != 1
     except Exception as exc:
         return f"raised {type(exc).__name__}, items staged: {bool(batch.writes)}"
     return f"returned, handed back: {handed_back}"
