@@ -296,7 +296,7 @@ class BatchedInput:
             await self._read_again(exc)
 
     async def _handle(
-        self, batch: Staging, records: Sequence[ConsumerRecord[bytes, bytes]], tick: bool
+        self, batch: Staging, records: list[ConsumerRecord[bytes, bytes]], tick: bool
     ) -> Sequence[ConsumerRecord[bytes, bytes]]:
         """Stage clock work and ``records`` into ``batch``; the records it took, sealed."""
         assert self.consumer is not None
@@ -304,7 +304,6 @@ class BatchedInput:
             if tick and self.tick is not None:
                 await self.tick(batch.partition, int(time.time() * 1000))
             fast = self.pipeline.fast
-            records = list(records)
             handled = yielded = 0
             while handled < len(records):
                 stop = min(yielded + YIELD_EVERY, len(records))

@@ -12,6 +12,7 @@ results of the workflows it changed are invalidated (:mod:`~statekeeper.agents.c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -182,9 +183,11 @@ def apply_compiled(
     staged, failure = core.stage_many(  # type: ignore[union-attr]
         batch, records, start, stop, now_ms(), FLUSH_BYTES
     )
+    if isinstance(failure, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+        raise failure  # not the core's failure: stop as anywhere else
     if failure is not None:
         core_failed(failure)
-    return int(staged)
+    return staged  # type: ignore[no-any-return]
 
 
 def core_failed(exc: BaseException) -> None:
