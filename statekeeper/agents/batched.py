@@ -109,6 +109,8 @@ class InFlight(NamedTuple):
     """(topic, partition) and the (record count, acknowledgement) of its produce batches."""
     changelogs: dict[tuple[str, int], TableT]
     """Changelog (topic, partition) -> its table."""
+    landed: asyncio.Future[None]
+    """Done once every acknowledgement is (:func:`all_done`)."""
 
     def stagings(self) -> dict[int, Staging]:
         return {batch.partition: batch for batch, _ in self.batches}
@@ -319,10 +321,8 @@ class BatchedInput:
                 self.consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_RECORDS)
             )
         if self.in_flight is not None:
-            acks = [future for _, chunks in self.in_flight.sent for _, future in chunks]
-            while not fetch.done() and not all(future.done() for future in acks):
-                waiting = [future for future in acks if not future.done()]
-                await asyncio.wait([fetch, *waiting], return_when=asyncio.FIRST_COMPLETED)
+            landed = self.in_flight.landed
+            await asyncio.wait([fetch, landed], return_when=asyncio.FIRST_COMPLETED)
             if not fetch.done():
                 self.fetching = fetch
                 return {}
@@ -479,7 +479,8 @@ class BatchedInput:
                 )
             )
         tables = {where: table for where, (table, _) in changelogs.items()}
-        return InFlight(batches, sent, tables)
+        landed = all_done([future for _, chunks in sent for _, future in chunks])
+        return InFlight(batches, sent, tables, landed)
 
     async def _acknowledged(self, flight: InFlight) -> dict[tuple[TableT, int], int]:
         """Await every acknowledgement of ``flight``; the last changelog offset per partition."""
@@ -578,6 +579,25 @@ class BatchedInput:
             )  # fmt: skip
             logging.shutdown()
             os._exit(EXIT_CANNOT_STORE)
+
+
+def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
+    """A future done when every one of ``futures`` is, failed or not (its result is None:
+    the futures themselves tell how each went)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pending = len(futures)
+
+    def one_done(_: asyncio.Future[Any]) -> None:
+        nonlocal pending
+        pending -= 1
+        if pending == 0 and not done.done():
+            done.set_result(None)
+
+    if not futures:
+        done.set_result(None)
+    for future in futures:
+        future.add_done_callback(one_done)
+    return done
 
 
 def partition_for(key: bytes | None, partitions: int) -> int:

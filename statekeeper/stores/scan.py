@@ -20,10 +20,26 @@ class ScanUnsupported(StatekeeperError):
     """The table's store cannot scan (only ``rocksdb://`` can)."""
 
 
+_owned: dict[str, tuple[object, frozenset[int]]] = {}
+"""Changelog topic -> (faust's assignment, the partitions it gives this worker)."""
+
+
 def active_partitions(app: AppT, table: TableT) -> set[int]:
-    """Partitions of ``table`` this worker owns (standby copies excluded)."""
+    """Partitions of ``table`` this worker owns (standby copies excluded).
+
+    faust builds a set of every assigned topic partition per call (hundreds with all the
+    changelogs), and the batched runners ask each cycle: the answer is kept for as long as
+    the assignor holds the same assignment object (it gets a new one at each rebalance).
+    """
     changelog = table.changelog_topic.get_topic_name()
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+    assignment = getattr(app.assignor, "_assignment", None)
+    kept = _owned.get(changelog)
+    if assignment is not None and kept is not None and kept[0] is assignment:
+        return set(kept[1])
+    owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+    if assignment is not None:
+        _owned[changelog] = (assignment, frozenset(owned))
+    return owned
 
 
 def owner_urls(app: AppT, table: TableT, partitions: int) -> dict[int, str]:
@@ -31,6 +47,36 @@ def owner_urls(app: AppT, table: TableT, partitions: int) -> dict[int, str]:
     changelog = table.changelog_topic.get_topic_name()
     urls: dict[TP, str] = getattr(app.assignor, "_tps_url", {})
     return {p: str(urls[TP(changelog, p)]) for p in range(partitions) if TP(changelog, p) in urls}
+
+
+def owner_url(app: AppT, table: TableT, partition: int) -> str | None:
+    """URL of the worker owning ``partition`` of ``table``; None while it is not known.
+
+    faust's router answers the same from the same map, after hashing the key again through
+    its producer: a few hundred microseconds per point query.
+    """
+    urls: dict[TP, str] | None = getattr(app.assignor, "_tps_url", None)
+    if urls is None:
+        raise ScanUnsupported("faust's assignor has no _tps_url map (a faust upgrade?)")
+    url = urls.get(TP(table.changelog_topic.get_topic_name(), partition))
+    return None if url is None else str(url)
+
+
+def read_key(table: TableT, partition: int, key: bytes) -> bytes | None:
+    """``key``'s value in one partition, read from RocksDB.
+
+    Outside a stream faust does not know a key's partition and asks each partition's
+    database whether it may hold the key; the caller knows it (keys are hashed as the
+    producer hashed them). Any other store is read through faust.
+    """
+    if getattr(table.data, "_dbs", None) is None:
+        stored: bytes | None = table.get(key)
+        return stored
+    db = _db(table, partition)
+    if db is None:  # not opened (yet) on this worker: faust knows no more
+        return None
+    value: bytes | None = db.get(key)
+    return value
 
 
 def _db(table: TableT, partition: int) -> Any:

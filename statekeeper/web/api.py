@@ -15,6 +15,7 @@ from yarl import URL
 from statekeeper.agents.pipeline import murmur2_partition
 from statekeeper.app import app
 from statekeeper.settings import Grant
+from statekeeper.stores.scan import owner_url
 from statekeeper.web.auth import keyring_from
 from statekeeper.web.freshness import (
     LAG_HEADER,
@@ -127,12 +128,13 @@ async def forward_to_owner(
     """
     if not app.is_ready():
         raise not_ready()
-    try:
-        owner = app.router.key_store(table.name, key)
-    except KeyError:
-        raise not_ready() from None
-    if _same_url(str(owner), app.conf.canonical_url):
-        answered_partition.set(murmur2_partition(key, app.settings.partitions))
+    partition = murmur2_partition(key, app.settings.partitions)
+    url = owner_url(app, table, partition)
+    if url is None:
+        raise not_ready()
+    owner = URL(url)
+    if _same_url(owner, app.conf.canonical_url):
+        answered_partition.set(partition)
         return None
     if request.headers.get(FORWARDED_HEADER):
         raise not_ready()
@@ -164,6 +166,6 @@ _PASSED_HEADERS = (
 )
 
 
-def _same_url(left: str, right: Any) -> bool:
-    a, b = URL(str(left)), URL(str(right))
-    return (a.host, a.port) == (b.host, b.port)
+def _same_url(left: URL, right: Any) -> bool:
+    b = right if isinstance(right, URL) else URL(str(right))
+    return (left.host, left.port) == (b.host, b.port)

@@ -15,6 +15,7 @@ from statekeeper.agents.definitions import registry
 from statekeeper.agents.pipeline import murmur2_partition
 from statekeeper.app import app
 from statekeeper.stores import workflow_queries as queries
+from statekeeper.stores.scan import read_key
 from statekeeper.stores.tables import workflow_items
 from statekeeper.stores.workflow import Counts, Item
 from statekeeper.web.api import ApiError, api_view, forward_to_owner, tenant_of
@@ -124,7 +125,7 @@ async def get_item(view: View, request: Request, item: str) -> Response:
     forwarded = await forward_to_owner(view, request, workflow_items, key)
     if forwarded is not None:
         return forwarded
-    stored = workflow_items.get(key)
+    stored = read_key(workflow_items, murmur2_partition(key, app.settings.partitions), key)
     if stored is None:
         raise ApiError(404, "not_found", f"no workflow item {item!r}")
     return view.json(Item.from_bytes(stored).public())

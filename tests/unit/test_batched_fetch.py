@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from statekeeper.agents import workflow
-from statekeeper.agents.batched import BatchedInput, InFlight
+from statekeeper.agents.batched import BatchedInput, InFlight, all_done
 
 TP = TopicPartition("events", 0)
 
@@ -49,7 +49,8 @@ def runner() -> Iterator[BatchedInput]:
 
 
 def in_flight(ack: asyncio.Future[Any]) -> InFlight:
-    return InFlight(batches=[], sent=[(("status", 0), [(1, ack)])], changelogs={})
+    sent = [(("status", 0), [(1, ack)])]
+    return InFlight(batches=[], sent=sent, changelogs={}, landed=all_done([ack]))
 
 
 async def test_records_arriving_before_the_acknowledgement_are_taken_at_once(
@@ -113,3 +114,17 @@ async def test_dropping_the_waiting_fetch_discards_what_it_returns(runner: Batch
     await asyncio.sleep(0.01)
     consumer.deliver("r4")
     assert await asyncio.wait_for(fresh, 1) == {TP: ["r4"]}
+
+
+async def test_all_done_waits_for_every_future_failed_or_not() -> None:
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    done = all_done([first, second])
+    first.set_exception(RuntimeError("refused"))
+    await asyncio.sleep(0)
+    assert not done.done()
+    second.set_result(1)
+    await asyncio.sleep(0)
+    assert done.done() and done.result() is None
+    assert isinstance(first.exception(), RuntimeError)
+    assert all_done([]).done()
