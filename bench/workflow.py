@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,25 +274,9 @@ async def latency_under_load(
     """
     worker = dep.start()
     status_topic = dep.topic("workflow.status")
-    consumer = AIOKafkaConsumer(
-        status_topic, bootstrap_servers=dep.bootstrap, group_id=None, auto_offset_reset="latest"
-    )
-    await consumer.start()
-    await asyncio.sleep(1)
-    by_second: dict[int, list[float]] = {}  # due second -> latencies of its events
-    to_built: list[float] = []  # due time -> the worker built the status record (its timestamp)
+    collector = await Collector.start(dep.bootstrap, status_topic)
     query_latencies: list[float] = []
     stop = asyncio.Event()
-
-    async def collect() -> None:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            now = time.time() * 1000
-            for messages in batch.values():
-                for message in messages:
-                    due_ms = msgpack.unpackb(message.value)["event_ts"]
-                    by_second.setdefault(int(due_ms // 1000), []).append(now - due_ms)
-                    to_built.append(message.timestamp - due_ms)
 
     async def queries() -> None:
         if query_client == "process":
@@ -299,59 +284,24 @@ async def latency_under_load(
         else:
             query_latencies.extend(await query_probe.probe(worker.url, items, stop))
 
-    collector = asyncio.create_task(collect())
     querier = asyncio.create_task(queries())
-    producer = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, linger_ms=1)
-    await producer.start()
+
+    def transition(n: int, due_ms: int) -> tuple[bytes, bytes]:
+        n %= items  # every transition legal: to the other state than the item's (``states``)
+        target = states[n] = "draft" if states[n] == "sent" else "sent"
+        event = envelope("workflow.transition", f"item-{n}", {"to": target}, ts=due_ms)
+        return f"acme/item-{n}".encode(), msgpack.packb(event)
+
     events_topic = status_topic.replace("workflow.status", "workflow.events")
-    sent, begin = 0, time.time()
-    send_lags: list[float] = []
-    while (elapsed := time.time() - begin) < seconds:
-        due = int(elapsed * rate) + 1  # event n is due at n / rate: sent from then on
-        # One produce batch per partition and tick: per-record sends cost this process a
-        # quarter of a core at 5,000/s, on the two cores the worker and broker share.
-        batches: dict[int, Any] = {}
-        if sent < due:  # how late this process sends: its own share of the latency
-            send_lags.append(time.time() * 1000 - (begin + sent / rate) * 1000)
-        while sent < due:
-            n = sent % items
-            # every transition legal: to the other state than the item's (``states``)
-            target = states[n] = "draft" if states[n] == "sent" else "sent"
-            due_ms = int((begin + sent / rate) * 1000)
-            event = envelope("workflow.transition", f"item-{n}", {"to": target}, ts=due_ms)
-            key = f"acme/item-{n}".encode()
-            partition = murmur2_partition(key, PARTITIONS)
-            batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
-            if batch.append(key=key, value=msgpack.packb(event), timestamp=None) is None:
-                await producer.send_batch(batch, events_topic, partition=partition)
-                batches[partition] = batch = producer.create_batch()
-                batch.append(key=key, value=msgpack.packb(event), timestamp=None)
-            sent += 1
-        for partition, batch in batches.items():
-            await producer.send_batch(batch, events_topic, partition=partition)
-        await asyncio.sleep(0.001)
-    await producer.flush()
+    sent, send_lags = await offer(dep.bootstrap, events_topic, rate, seconds, transition)
     await asyncio.sleep(3)
     stop.set()
-    await asyncio.gather(collector, querier)
+    await asyncio.gather(collector.stop(), querier)
     async with aiohttp.ClientSession() as http, http.get(f"{worker.url}/metrics") as reply:
         handler_side = handler_latency(await reply.text())
-    await producer.stop()
-    await consumer.stop()
     worker.stop()
-    latencies = [latency for second in by_second.values() for latency in second]
     return {
-        "offered_per_s": rate,
-        "seconds": seconds,
-        "sent": sent,
-        "status_received": len(latencies),
-        "latency_ms": percentiles(latencies),
-        "generator_lag_ms": percentiles(send_lags),
-        # the status record's timestamp is set when the worker builds its produce batch: what
-        # comes before it is the generator, the broker, the worker's fetch and handling; the
-        # rest of "latency_ms" is the produce request, the broker and this process's fetch
-        "due_to_built_ms": percentiles(to_built),
-        "worst_seconds": worst_seconds(by_second, begin),
+        **collector.result(rate, seconds, sent, send_lags),
         "point_query": {
             "client": query_client,
             "requests": len(query_latencies),
@@ -359,6 +309,129 @@ async def latency_under_load(
             "handler_within_ms": handler_side,
         },
     }
+
+
+async def raw_latency(bootstrap: str, rate: int, seconds: float, items: int) -> dict[str, Any]:
+    """The same open loop through the raw aiokafka loop (``bench.raw_loop``): the floor."""
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"rawlat-{run}-in", f"rawlat-{run}-out"
+    await create_topics(bootstrap, [source, sink])
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw_loop", bootstrap, source, sink],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    try:
+        assert loop.stdout is not None
+        await asyncio.to_thread(loop.stdout.readline)  # "raw loop: ready"
+        await asyncio.sleep(1)  # its group joined and positioned at the end
+        collector = await Collector.start(bootstrap, sink)
+
+        def transition(n: int, due_ms: int) -> tuple[bytes, bytes]:
+            key = f"item-{n % items}"
+            event = envelope("workflow.transition", key, {"to": "sent"}, ts=due_ms)
+            return f"acme/{key}".encode(), msgpack.packb(event)
+
+        sent, send_lags = await offer(bootstrap, source, rate, seconds, transition)
+        await asyncio.sleep(3)
+        await collector.stop()
+        return collector.result(rate, seconds, sent, send_lags)
+    finally:
+        loop.kill()
+        loop.wait(10)
+        delete_topics_starting_with(bootstrap, f"rawlat-{run}")
+
+
+async def offer(
+    bootstrap: str,
+    topic: str,
+    rate: int,
+    seconds: float,
+    event_for: Callable[[int, int], tuple[bytes, bytes]],
+) -> tuple[int, list[float]]:
+    """Produce event n (``event_for(n, due ms)``: key, value) at its due time n / rate, for
+    ``seconds``; the count sent and how late this process was at each tick (ms)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await producer.start()
+    sent, begin = 0, time.time()
+    send_lags: list[float] = []
+    try:
+        while (elapsed := time.time() - begin) < seconds:
+            due = int(elapsed * rate) + 1  # event n is due at n / rate: sent from then on
+            # One produce batch per partition and tick: per-record sends cost this process a
+            # quarter of a core at 5,000/s, on the two cores the worker and broker share.
+            batches: dict[int, Any] = {}
+            if sent < due:  # how late this process sends: its own share of the latency
+                send_lags.append(time.time() * 1000 - (begin + sent / rate) * 1000)
+            while sent < due:
+                key, value = event_for(sent, int((begin + sent / rate) * 1000))
+                partition = murmur2_partition(key, PARTITIONS)
+                batch = batches.get(partition) or batches.setdefault(
+                    partition, producer.create_batch()
+                )
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    await producer.send_batch(batch, topic, partition=partition)
+                    batches[partition] = batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+                sent += 1
+            for partition, batch in batches.items():
+                await producer.send_batch(batch, topic, partition=partition)
+            await asyncio.sleep(0.001)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent, send_lags
+
+
+class Collector:
+    """Reads a status topic from its end: latency of each record from its event's due time."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self.by_second: dict[int, list[float]] = {}  # due second -> latencies of its events
+        self.to_built: list[float] = []  # due time -> the status record's batch was built
+        self.stopping = asyncio.Event()
+        self.task = asyncio.create_task(self._collect())
+
+    @classmethod
+    async def start(cls, bootstrap: str, topic: str) -> Collector:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+        )
+        await consumer.start()
+        await asyncio.sleep(1)
+        return cls(consumer)
+
+    async def _collect(self) -> None:
+        while not self.stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200)
+            now = time.time() * 1000
+            for messages in batch.values():
+                for message in messages:
+                    due_ms = msgpack.unpackb(message.value)["event_ts"]
+                    self.by_second.setdefault(int(due_ms // 1000), []).append(now - due_ms)
+                    self.to_built.append(message.timestamp - due_ms)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await self.task
+        await self.consumer.stop()
+
+    def result(self, rate: int, seconds: float, sent: int, send_lags: list[float]) -> dict:
+        latencies = [latency for second in self.by_second.values() for latency in second]
+        begin = min(self.by_second, default=0)
+        return {
+            "offered_per_s": rate,
+            "seconds": seconds,
+            "sent": sent,
+            "status_received": len(latencies),
+            "latency_ms": percentiles(latencies),
+            "generator_lag_ms": percentiles(send_lags),
+            # the status record's timestamp is set when its produce batch is built: what
+            # comes before it is the generator, the broker, the fetch and the handling; the
+            # rest of "latency_ms" is the produce request, the broker and this process's fetch
+            "due_to_built_ms": percentiles(self.to_built),
+            "worst_seconds": worst_seconds(self.by_second, begin),
+        }
 
 
 async def query_process(url: str, items: int, stop: asyncio.Event) -> list[float]:
@@ -493,8 +566,19 @@ async def main(
                 f"bench: open-loop {rate} events/s for {seconds:.0f} s with point queries…",
                 flush=True,
             )
-            loads.append(await latency_under_load(dep, rate, seconds, items, states, query_client))
-            print(f"  latency {loads[-1]['latency_ms']}", flush=True)
+            load = await latency_under_load(dep, rate, seconds, items, states, query_client)
+            print(f"  latency {load['latency_ms']}", flush=True)
+            if baselines:
+                print(f"bench: the raw aiokafka loop at {rate} events/s…", flush=True)
+                raw = await raw_latency(bootstrap, rate, seconds, items)
+                print(f"  raw latency {raw['latency_ms']}", flush=True)
+                load["raw_aiokafka"] = raw
+                load["latency_ratio_to_raw"] = {
+                    q: round(load["latency_ms"][q] / raw["latency_ms"][q], 2)
+                    for q in ("p50", "p99")
+                    if raw["latency_ms"].get(q)
+                }
+            loads.append(load)
     finally:
         if dep is not None:
             dep.close()
