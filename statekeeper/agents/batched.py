@@ -19,9 +19,8 @@ and standbys, routing queries to owners — and reads its input topic itself:
    re-reads what is already there); then the input offsets are committed (at most every
    ``COMMIT_EVERY_S``, a fifth of a second).
 
-Step 3 overlaps the next batch's step 2: while a batch's acknowledgements travel, records
-fetched meanwhile are taken as they arrive and handled on top of it (reads see its staged
-writes), and the next fetch is under way. That batch is
+Step 3 overlaps the next batch's step 2: while a batch's acknowledgements travel, the records
+fetched meanwhile are handled on top of it (reads see its staged writes). That batch is
 finished (step 3) before the next one is sent, so nothing is sent until every record before
 it has landed; if Kafka refuses a batch, the one handled on top of it is dropped and both
 are read again. Clock work waits for the batch in flight: it scans RocksDB.
@@ -39,7 +38,6 @@ at low load, up to one batch's handling time (a fifth of a second) under a backl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -69,7 +67,6 @@ from statekeeper.stores.staged import NO_HEADERS, Headers, Staging, staging
 logger = logging.getLogger(__name__)
 
 OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelog offset
-FETCH_WAIT_MS = 100  # how long a fetch waits for records when the input is quiet
 MAX_RECORDS = 2_000  # per fetch, all partitions together (see _send: one request per flush)
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 YIELD_EVERY = 50  # records handled between two chances for the web server to answer
@@ -84,8 +81,6 @@ Part = list[Row] | dict[bytes, bytes | None]
 """Records for one produce destination: output rows, or one batch's writes to a table."""
 ProduceBatch = Any
 """aiokafka's BatchBuilder, or the compiled core's ProduceBatch in its place."""
-
-Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 Tick = Callable[[int, int], Awaitable[None]]
 """Clock work for (partition, now in ms), staged like a record's."""
@@ -109,8 +104,6 @@ class InFlight(NamedTuple):
     """(topic, partition) and the (record count, acknowledgement) of its produce batches."""
     changelogs: dict[tuple[str, int], TableT]
     """Changelog (topic, partition) -> its table."""
-    landed: asyncio.Future[None]
-    """Done once every acknowledgement is (:func:`all_done`)."""
 
     def stagings(self) -> dict[int, Staging]:
         return {batch.partition: batch for batch, _ in self.batches}
@@ -151,8 +144,6 @@ class BatchedInput:
         """Input offsets of batches in RocksDB, to commit (:meth:`_commit_due`)."""
         self.committed_at = 0.0
         self.in_flight: InFlight | None = None
-        self.fetching: asyncio.Future[Fetched] | None = None
-        """A fetch that was still waiting when the batch in flight landed (:meth:`_fetch`)."""
         batched_inputs[pipeline.topic] = self
         app.task(self.run)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -175,7 +166,6 @@ class BatchedInput:
         """Finish the batch in hand before faust hands the partitions to someone else."""
         async with self.lock:
             await self._settle()
-            await self._drop_fetch()
             self.partitions = set()
             if self.consumer is not None:
                 self.consumer.assign([])
@@ -210,7 +200,6 @@ class BatchedInput:
             os._exit(EXIT_SOFTWARE)
         finally:
             await self._settle()
-            await self._drop_fetch()
             await self.consumer.stop()
             await self.producer.stop()
 
@@ -236,7 +225,6 @@ class BatchedInput:
         """Read ``owned`` from their committed offsets (kept partitions too: cheap, safe)."""
         assert self.consumer is not None
         await self._settle()
-        await self._drop_fetch()
         tps = [self.tp(p) for p in sorted(owned)]
         self.consumer.assign(tps)
         starts = await self._committed(tps)
@@ -279,7 +267,9 @@ class BatchedInput:
         """
         assert self.consumer is not None
         await self._commit_due()  # a quiet input still gets its last offsets committed
-        fetched = await self._fetch()
+        # With a batch in flight take only what is fetched already; with nothing, finish it.
+        wait_ms = 0 if self.in_flight is not None else 100
+        fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=MAX_RECORDS)
         now = time.monotonic()
         ticking = {p for p in self.partitions if self.tick and now >= self.next_tick.get(p, 0.0)}
         # clock work scans RocksDB, so it runs with nothing in flight
@@ -304,37 +294,6 @@ class BatchedInput:
             self.in_flight = await self._send(batches)
         except Exception as exc:  # broker trouble: nothing is applied, read the batch again
             await self._read_again(exc)
-
-    async def _fetch(self) -> Fetched:
-        """Records fetched for owned partitions; with a batch in flight, {} once it is
-        acknowledged first (its acknowledgements are not awaited here, :meth:`_finish` does).
-
-        A batch's acknowledgements take milliseconds, and aiokafka asks the broker for more
-        only once what it fetched is taken: the records fetched meanwhile are taken at once,
-        to be handled on top of the batch in flight, and the fetch after them starts. A fetch
-        still waiting when the batch lands is awaited by the next call, not cancelled.
-        """
-        assert self.consumer is not None
-        fetch = self.fetching
-        if fetch is None:
-            fetch = asyncio.ensure_future(
-                self.consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_RECORDS)
-            )
-        if self.in_flight is not None:
-            landed = self.in_flight.landed
-            await asyncio.wait([fetch, landed], return_when=asyncio.FIRST_COMPLETED)
-            if not fetch.done():
-                self.fetching = fetch
-                return {}
-        self.fetching = None
-        return await fetch
-
-    async def _drop_fetch(self) -> None:
-        """Wait for the fetch under way and drop its records: the caller seeks or reassigns."""
-        fetch, self.fetching = self.fetching, None
-        if fetch is not None:
-            with contextlib.suppress(Exception):
-                await fetch
 
     async def _handle(
         self, batch: Staging, records: list[ConsumerRecord[bytes, bytes]], tick: bool
@@ -479,8 +438,7 @@ class BatchedInput:
                 )
             )
         tables = {where: table for where, (table, _) in changelogs.items()}
-        landed = all_done([future for _, chunks in sent for _, future in chunks])
-        return InFlight(batches, sent, tables, landed)
+        return InFlight(batches, sent, tables)
 
     async def _acknowledged(self, flight: InFlight) -> dict[tuple[TableT, int], int]:
         """Await every acknowledgement of ``flight``; the last changelog offset per partition."""
@@ -579,25 +537,6 @@ class BatchedInput:
             )  # fmt: skip
             logging.shutdown()
             os._exit(EXIT_CANNOT_STORE)
-
-
-def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
-    """A future done when every one of ``futures`` is, failed or not (its result is None:
-    the futures themselves tell how each went)."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    pending = len(futures)
-
-    def one_done(_: asyncio.Future[Any]) -> None:
-        nonlocal pending
-        pending -= 1
-        if pending == 0 and not done.done():
-            done.set_result(None)
-
-    if not futures:
-        done.set_result(None)
-    for future in futures:
-        future.add_done_callback(one_done)
-    return done
 
 
 def partition_for(key: bytes | None, partitions: int) -> int:
