@@ -45,14 +45,19 @@ def throughput(result: dict[str, Any]) -> Path:
 def latency(result: dict[str, Any]) -> Path:
     """Produce-to-status percentiles at each offered load."""
     fig, ax = plt.subplots(figsize=(7, 3))
-    for load in result["under_load"]:
-        points = load["latency_ms"]
-        keys = [k for k in ("p50", "p90", "p99", "max") if k in points]
-        ax.plot(keys, [points[k] for k in keys], marker="o", label=f"{load['offered_per_s']}/s")
+    for n, load in enumerate(result["under_load"]):
+        color = f"C{n}"
+        lines = [("statekeeper", load["latency_ms"], "-")]
+        if load.get("raw_aiokafka"):  # the same load through the raw loop, same run
+            lines.append(("raw aiokafka loop", load["raw_aiokafka"]["latency_ms"], "--"))
+        for name, points, style in lines:
+            keys = [k for k in ("p50", "p90", "p99", "max") if k in points]
+            label = f"{load['offered_per_s']}/s, {name}"
+            ax.plot(keys, [points[k] for k in keys], style, color=color, marker="o", label=label)
     ax.set_yscale("log")
     ax.set_ylabel("ms (log scale)")
     ax.set_title("Produce-to-status latency at fixed offered loads (open loop)")
-    ax.legend(title="offered")
+    ax.legend(title="offered", fontsize="small")
     return _save(fig, "bench-latency.png")
 
 
