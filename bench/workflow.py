@@ -293,7 +293,7 @@ async def latency_under_load(
         return f"acme/item-{n}".encode(), msgpack.packb(event)
 
     events_topic = status_topic.replace("workflow.status", "workflow.events")
-    sent, send_lags = await offer(dep.bootstrap, events_topic, rate, seconds, transition)
+    sent, send_lags, begin = await offer(dep.bootstrap, events_topic, rate, seconds, transition)
     await asyncio.sleep(3)
     stop.set()
     await asyncio.gather(collector.stop(), querier)
@@ -301,7 +301,7 @@ async def latency_under_load(
         handler_side = handler_latency(await reply.text())
     worker.stop()
     return {
-        **collector.result(rate, seconds, sent, send_lags),
+        **collector.result(rate, seconds, sent, send_lags, begin),
         "point_query": {
             "client": query_client,
             "requests": len(query_latencies),
@@ -331,10 +331,10 @@ async def raw_latency(bootstrap: str, rate: int, seconds: float, items: int) -> 
             event = envelope("workflow.transition", key, {"to": "sent"}, ts=due_ms)
             return f"acme/{key}".encode(), msgpack.packb(event)
 
-        sent, send_lags = await offer(bootstrap, source, rate, seconds, transition)
+        sent, send_lags, begin = await offer(bootstrap, source, rate, seconds, transition)
         await asyncio.sleep(3)
         await collector.stop()
-        return collector.result(rate, seconds, sent, send_lags)
+        return collector.result(rate, seconds, sent, send_lags, begin)
     finally:
         loop.kill()
         loop.wait(10)
@@ -347,9 +347,10 @@ async def offer(
     rate: int,
     seconds: float,
     event_for: Callable[[int, int], tuple[bytes, bytes]],
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], float]:
     """Produce event n (``event_for(n, due ms)``: key, value) at its due time n / rate, for
-    ``seconds``; the count sent and how late this process was at each tick (ms)."""
+    ``seconds``; the count sent, how late this process was at each tick (ms) and when it
+    began (epoch seconds)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
     await producer.start()
     sent, begin = 0, time.time()
@@ -379,7 +380,7 @@ async def offer(
         await producer.flush()
     finally:
         await producer.stop()
-    return sent, send_lags
+    return sent, send_lags, begin
 
 
 class Collector:
@@ -416,9 +417,11 @@ class Collector:
         await self.task
         await self.consumer.stop()
 
-    def result(self, rate: int, seconds: float, sent: int, send_lags: list[float]) -> dict:
+    def result(
+        self, rate: int, seconds: float, sent: int, send_lags: list[float], begin: float
+    ) -> dict[str, Any]:
+        """The figures of one open loop whose generator (:func:`offer`) began at ``begin``."""
         latencies = [latency for second in self.by_second.values() for latency in second]
-        begin = min(self.by_second, default=0)
         return {
             "offered_per_s": rate,
             "seconds": seconds,

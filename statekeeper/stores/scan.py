@@ -44,9 +44,8 @@ def active_partitions(app: AppT, table: TableT) -> set[int]:
 
 def owner_urls(app: AppT, table: TableT, partitions: int) -> dict[int, str]:
     """Partition -> URL of the worker owning it, for partitions whose owner is known."""
-    changelog = table.changelog_topic.get_topic_name()
-    urls: dict[TP, str] = getattr(app.assignor, "_tps_url", {})
-    return {p: str(urls[TP(changelog, p)]) for p in range(partitions) if TP(changelog, p) in urls}
+    owners = {p: owner_url(app, table, p) for p in range(partitions)}
+    return {p: url for p, url in owners.items() if url is not None}
 
 
 def owner_url(app: AppT, table: TableT, partition: int) -> str | None:
@@ -55,9 +54,7 @@ def owner_url(app: AppT, table: TableT, partition: int) -> str | None:
     faust's router answers the same from the same map, after hashing the key again through
     its producer: a few hundred microseconds per point query.
     """
-    urls: dict[TP, str] | None = getattr(app.assignor, "_tps_url", None)
-    if urls is None:
-        raise ScanUnsupported("faust's assignor has no _tps_url map (a faust upgrade?)")
+    urls: dict[TP, str] = getattr(app.assignor, "_tps_url", {})
     url = urls.get(TP(table.changelog_topic.get_topic_name(), partition))
     return None if url is None else str(url)
 
@@ -69,10 +66,11 @@ def read_key(table: TableT, partition: int, key: bytes) -> bytes | None:
     database whether it may hold the key; the caller knows it (keys are hashed as the
     producer hashed them). Any other store is read through faust.
     """
-    if getattr(table.data, "_dbs", None) is None:
+    dbs = getattr(table.data, "_dbs", None)
+    if dbs is None:
         stored: bytes | None = table.get(key)
         return stored
-    db = _db(table, partition)
+    db = dbs.get(partition)
     if db is None:  # not opened (yet) on this worker: faust knows no more
         return None
     value: bytes | None = db.get(key)
