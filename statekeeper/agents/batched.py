@@ -20,10 +20,12 @@ and standbys, routing queries to owners — and reads its input topic itself:
    ``COMMIT_EVERY_S``, a fifth of a second).
 
 Step 3 overlaps the next batch's step 2: while a batch's acknowledgements travel, the records
-fetched meanwhile are handled on top of it (reads see its staged writes). That batch is
-finished (step 3) before the next one is sent, so nothing is sent until every record before
-it has landed; if Kafka refuses a batch, the one handled on top of it is dropped and both
-are read again. Clock work waits for the batch in flight: it scans RocksDB.
+fetched meanwhile are handled on top of it (reads see its staged writes) and built into
+produce batches. The next batch is queued once every acknowledgement of the one before has
+come, so nothing is sent until every record before it has landed; the landed batch's RocksDB
+write and commit follow right after, while the next one travels. If Kafka refuses a batch,
+the one handled on top of it is dropped and both are read again. Clock work waits for the
+batch in flight: it scans RocksDB.
 
 A crash before the acknowledgements re-reads the batch against the state before it. A crash
 after them and before the RocksDB write leaves the changelog ahead of RocksDB; faust's
@@ -67,7 +69,7 @@ from statekeeper.stores.staged import NO_HEADERS, Headers, Staging, staging
 logger = logging.getLogger(__name__)
 
 OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelog offset
-MAX_RECORDS = 2_000  # per fetch, all partitions together (see _send: one request per flush)
+MAX_RECORDS = 2_000  # per fetch, all partitions together (see _queue: one request per flush)
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 YIELD_EVERY = 50  # records handled between two chances for the web server to answer
 COMMIT_EVERY_S = 0.2  # input offsets committed at most this often (a crash re-reads that much)
@@ -107,6 +109,15 @@ class InFlight(NamedTuple):
 
     def stagings(self) -> dict[int, Staging]:
         return {batch.partition: batch for batch, _ in self.batches}
+
+
+class Prepared(NamedTuple):
+    """A batch's records in produce batches, not queued yet (:meth:`BatchedInput._prepare`)."""
+
+    built: list[tuple[tuple[str, int], list[tuple[int, ProduceBatch]]]]
+    """(topic, partition) and its (record count, produce batch) pairs."""
+    changelogs: dict[tuple[str, int], TableT]
+    """Changelog (topic, partition) -> its table."""
 
 
 class BatchedInput:
@@ -260,10 +271,10 @@ class BatchedInput:
         """Fetch, handle and send one batch; finish the one before it meanwhile.
 
         The batch before is still travelling while this one is handled (reads see its writes,
-        :class:`~statekeeper.stores.staged.Staging`), and is finished — acknowledged, written
-        to RocksDB, committed — before this one is sent. So a batch is only ever sent once
-        every record before it has landed, as without the overlap, and the worker handles
-        records instead of idling for the broker's acknowledgement.
+        :class:`~statekeeper.stores.staged.Staging`) and built; it is acknowledged before
+        this one is queued, and written to RocksDB and committed after (:meth:`_hand_over`).
+        So a batch is only ever sent once every record before it has landed, as without the
+        overlap, and the worker handles records instead of idling for the acknowledgement.
         """
         assert self.consumer is not None
         await self._commit_due()  # a quiet input still gets its last offsets committed
@@ -286,14 +297,44 @@ class BatchedInput:
                 batches.append((batch, await self._handle(batch, records, partition in ticking)))
         if not batches:
             return
-        if not await self._finish():  # it never landed: what was read on top of it is dropped
+        try:
+            prepared = await self._prepare(batches)
+        except Exception as exc:  # broker trouble (metadata): nothing of these is applied
+            await self._read_again(exc)
             return
+        await self._hand_over(batches, prepared)
+
+    async def _hand_over(
+        self,
+        batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]],
+        prepared: Prepared,
+    ) -> None:
+        """Queue ``batches`` as soon as the batch in flight has landed, then write that one.
+
+        Its RocksDB write, the hook after it and the commit come after the next batch is
+        queued, off the path from one acknowledgement to the next request: the next batch
+        was handled on top of it already (its reads saw the staged writes), and RocksDB
+        still never holds what Kafka has not acknowledged.
+        """
+        flight, self.in_flight = self.in_flight, None
+        landed: dict[tuple[TableT, int], int] = {}
+        if flight is not None:
+            try:
+                landed = await self._acknowledged(flight)
+            except Exception as exc:  # it never landed: what was read on top is dropped
+                await self._read_again(exc)
+                return
+        failure = None
+        try:
+            self.in_flight = await self._queue(batches, prepared)
+        except Exception as exc:  # broker trouble: nothing of these is applied
+            failure = exc
+        if flight is not None:
+            await self._apply(flight, landed)
         for batch, _ in batches:
             batch.behind = None  # in RocksDB now
-        try:
-            self.in_flight = await self._send(batches)
-        except Exception as exc:  # broker trouble: nothing is applied, read the batch again
-            await self._read_again(exc)
+        if failure is not None:
+            await self._read_again(failure)
 
     async def _handle(
         self, batch: Staging, records: list[ConsumerRecord[bytes, bytes]], tick: bool
@@ -342,6 +383,13 @@ class BatchedInput:
         except Exception as exc:
             await self._read_again(exc)
             return False
+        await self._apply(flight, changelog_offsets)
+        return True
+
+    async def _apply(
+        self, flight: InFlight, changelog_offsets: dict[tuple[TableT, int], int]
+    ) -> None:
+        """Write a landed batch to RocksDB, run the hook after it, commit when due."""
         for batch, records in flight.batches:
             self._write(batch, changelog_offsets)
             if records:
@@ -350,7 +398,6 @@ class BatchedInput:
         if self.after_write is not None:
             await self.after_write(set().union(*(batch.notes for batch, _ in flight.batches)))
         await self._commit_due()  # after the hook: a crash before it reads the batch again
-        return True
 
     async def _commit_due(self, *, now: bool = False) -> None:
         """Commit the offsets of applied batches, at most every :data:`COMMIT_EVERY_S`.
@@ -391,13 +438,14 @@ class BatchedInput:
         if commit is not None:
             await commit
 
-    async def _send(
+    async def _prepare(
         self, batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]]
-    ) -> InFlight:
-        """Queue every output and changelog record of ``batches``; acknowledgements pending.
+    ) -> Prepared:
+        """Every output and changelog record of ``batches`` in produce batches, not queued.
 
         Records go out as one produce batch per topic partition (the idempotent producer
         keeps them in order); the per-record ``send`` path costs more than the handlers.
+        Built while the batch before is in flight, so that only queueing them waits for it.
         """
         stagings = [batch for batch, _ in batches]
         # Metadata first: a send_batch that has to fetch a topic's metadata yields to the
@@ -421,12 +469,24 @@ class BatchedInput:
         ]
         destinations += [(where, writes) for where, (_, writes) in changelogs.items()]
         built = [
-            await self._build(topic, partition, parts) for (topic, partition), parts in destinations
+            (where, await self._build(where[0], where[1], parts)) for where, parts in destinations
         ]
-        # Queued with no yield in between, so the sender finds them all and sends one request.
+        tables = {where: table for where, (table, _) in changelogs.items()}
+        return Prepared(built, tables)
+
+    async def _queue(
+        self,
+        batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]],
+        prepared: Prepared,
+    ) -> InFlight:
+        """Queue the produce batches of ``prepared``; acknowledgements pending.
+
+        Queued with no yield in between (their topics' metadata is known since
+        :meth:`_prepare`), so the sender finds them all and sends one request.
+        """
         assert self.producer is not None
         sent: list[tuple[tuple[str, int], list[tuple[int, asyncio.Future[Any]]]]] = []
-        for (where, _), builders in zip(destinations, built, strict=True):
+        for where, builders in prepared.built:
             topic, partition = where
             sent.append(
                 (
@@ -437,8 +497,7 @@ class BatchedInput:
                     ],
                 )
             )
-        tables = {where: table for where, (table, _) in changelogs.items()}
-        return InFlight(batches, sent, tables)
+        return InFlight(batches, sent, prepared.changelogs)
 
     async def _acknowledged(self, flight: InFlight) -> dict[tuple[TableT, int], int]:
         """Await every acknowledgement of ``flight``; the last changelog offset per partition."""
