@@ -33,7 +33,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use records::{
     note_text, read_envelope, read_row, recent_entries, recode, write_attrs, Envelope, Row,
 };
-use stage::counts_move;
+use stage::{counts_move, View};
 
 const ENVELOPE_VERSION: i128 = 1;
 const STORE_VERSION: i128 = 2;
@@ -163,19 +163,24 @@ impl WorkflowCore {
         flush_bytes: i64,
     ) -> PyResult<(usize, Option<PyObject>)> {
         let stop = stop.min(records.len());
+        let mut view = View::new(batch)?;
         let mut at = start;
         let mut last: Option<(Bound<'_, PyAny>, i64)> = None;
         let mut failure = None;
+        let mut partial = None;
         while at < stop {
             let record = records.get_item(at)?;
             let offset: i64 = record.getattr(intern!(py, "offset"))?.extract()?;
             let staged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.stage_at(py, batch, &record, offset, now)
+                self.stage_at(py, &mut view, &record, offset, now)
             }));
             match staged {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => break,
-                Ok(Err(err)) if err.is_instance_of::<PartiallyStaged>(py) => return Err(err),
+                Ok(Err(err)) if err.is_instance_of::<PartiallyStaged>(py) => {
+                    partial = Some(err);
+                    break;
+                }
                 Ok(Err(err)) => {
                     failure = Some(err.into_value(py).into_any());
                     break;
@@ -193,10 +198,13 @@ impl WorkflowCore {
             }
             at += 1;
             last = Some((record, offset));
-            let largest: i64 = batch.getattr(intern!(py, "largest"))?.extract()?;
-            if largest >= flush_bytes {
+            if view.largest >= flush_bytes {
                 break;
             }
+        }
+        view.sync(self.targets.metrics.bind(py))?;
+        if let Some(err) = partial {
+            return Err(err);
         }
         if let Some((record, offset)) = last {
             batch.setattr(intern!(py, "offset"), offset)?;
@@ -212,11 +220,11 @@ impl WorkflowCore {
 impl WorkflowCore {
     /// Stage `record` (at `offset`); false, with nothing staged, when the Python path must
     /// handle it.
-    fn stage_at(
+    fn stage_at<'py>(
         &mut self,
-        py: Python<'_>,
-        batch: &Bound<'_, PyAny>,
-        record: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        view: &mut View<'py>,
+        record: &Bound<'py, PyAny>,
         offset: i64,
         now: i64,
     ) -> PyResult<bool> {
@@ -233,7 +241,7 @@ impl WorkflowCore {
             return Ok(false);
         }
         let partition: u32 = record.getattr(intern!(py, "partition"))?.extract()?;
-        let Some(stored) = self.read(py, batch, &key_object)? else {
+        let Some(stored) = self.read(py, view, &key_object)? else {
             return Ok(false);
         };
         let stored = stored.as_ref().map(|b| b.bind(py).as_bytes());
@@ -253,7 +261,7 @@ impl WorkflowCore {
         // its current values. Staging::kept_row, if it runs, keeps the row as the Python
         // path would (it is idempotent), so a hand-back after it changes nothing.
         let counts = match counts_move(&o) {
-            Some(before) => match self.counts_plan(py, batch, &o, before)? {
+            Some(before) => match self.counts_plan(py, view, &o, before)? {
                 Some(plan) => plan,
                 None => return Ok(false),
             },
@@ -261,7 +269,7 @@ impl WorkflowCore {
         };
         // Below, only dict and list stores: if one fails anyway, the record is half staged
         // and the Python path must not take it (it would see its own id: a replay).
-        self.write_outcome(py, batch, &o, &key_object, record_key, counts)
+        self.write_outcome(py, view, &o, &key_object, record_key, counts)
             .map_err(|err| PartiallyStaged::new_err(format!("record staged in part: {err}")))?;
         Ok(true)
     }

@@ -45,6 +45,135 @@ pub(crate) fn count(
     Ok(())
 }
 
+/// A Python `Staging` batch as one `stage_many` call sees it: its attributes looked up once
+/// per call instead of once per record. The dicts, the set and the list are the batch's own,
+/// changed in place as its methods change them (no method replaces them while the core
+/// runs). `largest` and the metrics counts are kept here: `push_largest` writes the former
+/// back before a Python method that reads or raises it (`Staging.kept_row`), `pull_largest`
+/// reads it after, and `sync` writes both back when the call ends.
+pub(crate) struct View<'py> {
+    pub(crate) batch: Bound<'py, PyAny>,
+    writes: Bound<'py, PyDict>,
+    kept: Bound<'py, PyDict>,
+    sizes: Bound<'py, PyDict>,
+    databases: Bound<'py, PyDict>,
+    outputs: Bound<'py, PyList>,
+    notes: Bound<'py, PyAny>,
+    behind_writes: Option<Bound<'py, PyDict>>,
+    pub(crate) largest: i64,
+    /// The batch's pending dict per table (by the table object's address), once it has one.
+    pending: Vec<(usize, Bound<'py, PyDict>)>,
+    last_note: Option<(String, String)>,
+    applied: Vec<(&'static str, i64)>,
+}
+
+impl<'py> View<'py> {
+    pub(crate) fn new(batch: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = batch.py();
+        let behind = batch.getattr(intern!(py, "behind"))?;
+        let behind_writes = if behind.is_none() {
+            None
+        } else {
+            Some(dict_attr(&behind, intern!(py, "writes"))?)
+        };
+        Ok(View {
+            batch: batch.clone(),
+            writes: dict_attr(batch, intern!(py, "writes"))?,
+            kept: dict_attr(batch, intern!(py, "kept"))?,
+            sizes: dict_attr(batch, intern!(py, "sizes"))?,
+            databases: dict_attr(batch, intern!(py, "databases"))?,
+            outputs: batch
+                .getattr(intern!(py, "outputs"))?
+                .downcast_into::<PyList>()?,
+            notes: batch.getattr(intern!(py, "notes"))?,
+            behind_writes,
+            largest: batch.getattr(intern!(py, "largest"))?.extract()?,
+            pending: Vec::with_capacity(4),
+            last_note: None,
+            applied: Vec::with_capacity(4),
+        })
+    }
+
+    /// The batch's pending writes to `table`, if it has any yet.
+    fn staged(&mut self, table: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let id = table.as_ptr() as usize;
+        if let Some((_, rows)) = self.pending.iter().find(|(t, _)| *t == id) {
+            return Ok(Some(rows.clone()));
+        }
+        let Some(rows) = self.writes.get_item(table)? else {
+            return Ok(None);
+        };
+        let rows = rows.downcast_into::<PyDict>()?;
+        self.pending.push((id, rows.clone()));
+        Ok(Some(rows))
+    }
+
+    /// `Staging.write`: stage `key` = `value` (None: a delete) and count its bytes.
+    fn write(
+        &mut self,
+        table: &Bound<'py, PyAny>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        overhead: i64,
+    ) -> PyResult<()> {
+        let py = table.py();
+        let rows = match self.staged(table)? {
+            Some(rows) => rows,
+            None => {
+                let rows = PyDict::new(py);
+                self.writes.set_item(table, &rows)?;
+                self.pending.push((table.as_ptr() as usize, rows.clone()));
+                rows
+            }
+        };
+        rows.set_item(PyBytes::new(py, key), value.map(|v| PyBytes::new(py, v)))?;
+        let size = (key.len() + value.map_or(0, <[u8]>::len)) as i64;
+        count(&self.sizes, table, size + overhead, &mut self.largest)
+    }
+
+    /// `batch.notes.add((tenant, workflow))`, skipped when it is the pair added last.
+    fn note(&mut self, tenant: &str, workflow: &str) -> PyResult<()> {
+        if let Some((t, w)) = &self.last_note {
+            if t == tenant && w == workflow {
+                return Ok(());
+            }
+        }
+        self.notes
+            .call_method1(intern!(self.notes.py(), "add"), ((tenant, workflow),))?;
+        self.last_note = Some((tenant.to_owned(), workflow.to_owned()));
+        Ok(())
+    }
+
+    fn count_applied(&mut self, kind: &'static str) {
+        match self.applied.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.applied.push((kind, 1)),
+        }
+    }
+
+    fn push_largest(&self) -> PyResult<()> {
+        self.batch
+            .setattr(intern!(self.batch.py(), "largest"), self.largest)
+    }
+
+    fn pull_largest(&mut self) -> PyResult<()> {
+        self.largest = self
+            .batch
+            .getattr(intern!(self.batch.py(), "largest"))?
+            .extract()?;
+        Ok(())
+    }
+
+    /// Write `largest` and the metrics counts back (the end of a `stage_many` call).
+    pub(crate) fn sync(&mut self, metrics: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.push_largest()?;
+        for (kind, n) in std::mem::take(&mut self.applied) {
+            count_applied(metrics, kind, n)?;
+        }
+        Ok(())
+    }
+}
+
 /// New values for a counts row's dicts: (dict, name, value; 0 drops the name), as
 /// `stores.workflow._bump` leaves them.
 pub(crate) type CountsPlan<'py> = Vec<(Bound<'py, PyDict>, String, i64)>;
@@ -62,7 +191,7 @@ impl WorkflowCore {
     pub(crate) fn counts_plan<'py>(
         &self,
         py: Python<'py>,
-        batch: &Bound<'py, PyAny>,
+        view: &mut View<'py>,
         o: &Outcome<'_>,
         before: (Option<&str>, Option<&str>),
     ) -> PyResult<Option<CountsPlan<'py>>> {
@@ -73,17 +202,21 @@ impl WorkflowCore {
         let key = PyBytes::new(py, &key);
         let counts = self.targets.counts.bind(py);
         // kept for this batch already (most records), else Staging.kept_row decodes it
-        let kept = dict_attr(batch, intern!(py, "kept"))?;
-        let held = match kept.get_item(counts)? {
+        let held = match view.kept.get_item(counts)? {
             Some(rows) => rows.downcast_into::<PyDict>()?.get_item(&key)?,
             None => None,
         };
         let row = match held {
             Some(row) => row,
-            None => batch.call_method1(
-                intern!(py, "kept_row"),
-                (counts, &key, &self.targets.decode_counts),
-            )?,
+            None => {
+                view.push_largest()?; // Staging.keep counts the row's bytes
+                let row = view.batch.call_method1(
+                    intern!(py, "kept_row"),
+                    (counts, &key, &self.targets.decode_counts),
+                )?;
+                view.pull_largest()?;
+                row
+            }
         };
         let states = dict_attr(&row, intern!(py, "states"))?;
         let conditions = dict_attr(&row, intern!(py, "conditions"))?;
@@ -119,41 +252,24 @@ impl WorkflowCore {
 
     /// Stage `o` into `batch`: rows, counts, index entries, the status record, notes and
     /// metrics, with `Staging._count`'s byte accounting.
-    pub(crate) fn write_outcome(
+    pub(crate) fn write_outcome<'py>(
         &self,
-        py: Python<'_>,
-        batch: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        view: &mut View<'py>,
         o: &Outcome<'_>,
-        key_object: &Bound<'_, PyAny>,
+        key_object: &Bound<'py, PyAny>,
         record_key: &[u8],
         counts: CountsPlan<'_>,
     ) -> PyResult<()> {
         let t = &self.targets;
-        let writes = dict_attr(batch, intern!(py, "writes"))?;
-        let sizes = dict_attr(batch, intern!(py, "sizes"))?;
-        let mut largest: i64 = batch.getattr(intern!(py, "largest"))?.extract()?;
-        let mut write = |table: &PyObject, key: &[u8], value: Option<&[u8]>| -> PyResult<()> {
-            let table = table.bind(py);
-            let pending = match writes.get_item(table)? {
-                Some(rows) => rows.downcast_into::<PyDict>()?,
-                None => {
-                    let rows = PyDict::new(py);
-                    writes.set_item(table, &rows)?;
-                    rows
-                }
-            };
-            pending.set_item(PyBytes::new(py, key), value.map(|v| PyBytes::new(py, v)))?;
-            let size = (key.len() + value.map_or(0, <[u8]>::len)) as i64;
-            count(&sizes, table, size + t.record_overhead, &mut largest)
-        };
-        batch
-            .getattr(intern!(py, "notes"))?
-            .call_method1(intern!(py, "add"), ((o.tenant, o.workflow),))?;
-        write(&t.items, record_key, Some(&o.row))?;
-        write(
-            &t.history,
+        let overhead = t.record_overhead;
+        view.note(o.tenant, o.workflow)?;
+        view.write(t.items.bind(py), record_key, Some(&o.row), overhead)?;
+        view.write(
+            t.history.bind(py),
             &history_key(record_key, o.version),
             Some(&o.status),
+            overhead,
         )?;
         for (counter, name, value) in counts {
             if value != 0 {
@@ -163,53 +279,52 @@ impl WorkflowCore {
             }
         }
         if o.old_deadline != o.deadline {
+            let deadlines = t.deadlines.bind(py);
             if let Some(old) = o.old_deadline {
-                write(&t.deadlines, &deadline_key(old, record_key), None)?;
+                view.write(deadlines, &deadline_key(old, record_key), None, overhead)?;
             }
             if let Some(new) = o.deadline {
                 let mut value = Writer::with_capacity(o.state.len() + 4);
                 value.array(2);
                 value.str(&o.state);
                 value.bool(false);
-                write(
-                    &t.deadlines,
-                    &deadline_key(new, record_key),
-                    Some(&value.out),
-                )?;
+                let key = deadline_key(new, record_key);
+                view.write(deadlines, &key, Some(&value.out), overhead)?;
             }
         }
         if o.old_purge != o.purge_at {
+            let retention = t.retention.bind(py);
             if let Some(old) = o.old_purge {
-                write(&t.retention, &deadline_key(old, record_key), None)?;
+                view.write(retention, &deadline_key(old, record_key), None, overhead)?;
             }
             if let Some(new) = o.purge_at {
                 let mut value = Writer::with_capacity(12);
                 value.array(1);
                 value.int(o.version);
-                write(
-                    &t.retention,
-                    &deadline_key(new, record_key),
-                    Some(&value.out),
-                )?;
+                let key = deadline_key(new, record_key);
+                view.write(retention, &key, Some(&value.out), overhead)?;
             }
         }
         let status = PyBytes::new(py, &o.status);
-        batch
-            .getattr(intern!(py, "outputs"))?
-            .downcast_into::<PyList>()?
+        view.outputs
             .append((&t.status_topic, key_object, &status, &t.no_headers))?;
-        let size = (o.status.len() + record_key.len()) as i64 + t.record_overhead;
-        count(&sizes, t.status_topic.bind(py), size, &mut largest)?;
-        batch.setattr(intern!(py, "largest"), largest)?;
-        count_applied(t.metrics.bind(py), o.kind)
+        let size = (o.status.len() + record_key.len()) as i64 + overhead;
+        count(
+            &view.sizes,
+            t.status_topic.bind(py),
+            size,
+            &mut view.largest,
+        )?;
+        view.count_applied(o.kind);
+        Ok(())
     }
 
     /// `Staging.read` of the items table: Some(row or None), or None to hand the record back.
-    pub(crate) fn read(
+    pub(crate) fn read<'py>(
         &self,
-        py: Python<'_>,
-        batch: &Bound<'_, PyAny>,
-        key: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        view: &mut View<'py>,
+        key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Option<Py<PyBytes>>>> {
         let items = self.targets.items.bind(py);
         let row = |value: Bound<'_, PyAny>| -> Option<Option<Py<PyBytes>>> {
@@ -221,29 +336,26 @@ impl WorkflowCore {
                 .ok()
                 .map(|b| Some(b.unbind()))
         };
-        let kept = dict_attr(batch, intern!(py, "kept"))?;
-        if kept.get_item(items)?.is_some() {
+        if view.kept.get_item(items)?.is_some() {
             return Ok(None); // items are never kept as objects: not a batch the core knows
         }
-        let mut batches = vec![batch.clone()];
-        let behind = batch.getattr(intern!(py, "behind"))?;
-        if !behind.is_none() {
-            batches.push(behind);
+        if let Some(pending) = view.staged(items)? {
+            if let Some(value) = pending.get_item(key)? {
+                return Ok(row(value));
+            }
         }
-        for staged in batches {
-            let writes = dict_attr(&staged, intern!(py, "writes"))?;
+        if let Some(writes) = &view.behind_writes {
             if let Some(pending) = writes.get_item(items)? {
                 if let Some(value) = pending.downcast_into::<PyDict>()?.get_item(key)? {
                     return Ok(row(value));
                 }
             }
         }
-        let databases = dict_attr(batch, intern!(py, "databases"))?;
-        let db = match databases.get_item(items)? {
+        let db = match view.databases.get_item(items)? {
             Some(db) => db,
             None => {
-                let db = batch.call_method1(intern!(py, "database"), (items,))?;
-                databases.set_item(items, &db)?;
+                let db = view.batch.call_method1(intern!(py, "database"), (items,))?;
+                view.databases.set_item(items, &db)?;
                 db
             }
         };
@@ -251,8 +363,8 @@ impl WorkflowCore {
     }
 }
 
-/// The pipeline's `metrics.applied[type] += 1`, and `metrics.native += 1`.
-pub(crate) fn count_applied(metrics: &Bound<'_, PyAny>, kind: &str) -> PyResult<()> {
+/// The pipeline's `metrics.applied[type] += n`, and `metrics.native += n`.
+pub(crate) fn count_applied(metrics: &Bound<'_, PyAny>, kind: &str, n: i64) -> PyResult<()> {
     let py = metrics.py();
     let applied = dict_attr(metrics, intern!(py, "applied"))?;
     let kind = PyString::new(py, kind);
@@ -260,9 +372,9 @@ pub(crate) fn count_applied(metrics: &Bound<'_, PyAny>, kind: &str) -> PyResult<
         Some(n) => n.extract()?,
         None => 0,
     };
-    applied.set_item(&kind, so_far + 1)?;
+    applied.set_item(&kind, so_far + n)?;
     let native: i64 = metrics.getattr(intern!(py, "native"))?.extract()?;
-    metrics.setattr(intern!(py, "native"), native + 1)
+    metrics.setattr(intern!(py, "native"), native + n)
 }
 
 /// The dict held in `object`'s attribute `name` (a TypeError if it is no dict).
