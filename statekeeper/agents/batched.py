@@ -329,8 +329,9 @@ class BatchedInput:
             self.in_flight = await self._queue(batches, prepared)
         except Exception as exc:  # broker trouble: nothing of these is applied
             failure = exc
-        if flight is not None:
-            await self._apply(flight, landed)
+        finally:  # landed: applied even when a stop cancels the queueing
+            if flight is not None:
+                await self._apply(flight, landed)
         for batch, _ in batches:
             batch.behind = None  # in RocksDB now
         if failure is not None:
