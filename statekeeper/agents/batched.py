@@ -20,10 +20,12 @@ and standbys, routing queries to owners — and reads its input topic itself:
    ``COMMIT_EVERY_S``, a fifth of a second).
 
 Step 3 overlaps the next batch's step 2: while a batch's acknowledgements travel, the records
-fetched meanwhile are handled on top of it (reads see its staged writes) and built into
-produce batches. The next batch is queued once every acknowledgement of the one before has
-come, so nothing is sent until every record before it has landed; the landed batch's RocksDB
-write and commit follow right after, while the next one travels. If Kafka refuses a batch,
+fetched meanwhile are handled on top of it (reads see its staged writes), and the next batch
+keeps taking what is fetched until they are in (up to ``MAX_HANDLED`` records), so a slow
+acknowledgement is spent handling, not waiting. The next batch is built and queued once
+every acknowledgement of the one before has come, so nothing is sent until every record
+before it has landed; the landed batch's RocksDB write and commit follow right after, while
+the next one travels. If Kafka refuses a batch,
 the one handled on top of it is dropped and both are read again. Clock work waits for the
 batch in flight: it scans RocksDB.
 
@@ -70,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelog offset
 MAX_RECORDS = 2_000  # per fetch, all partitions together (see _queue: one request per flush)
+MAX_HANDLED = 10_000  # records handled on top of a batch in flight, at most, before sending
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 YIELD_EVERY = 50  # records handled between two chances for the web server to answer
 COMMIT_EVERY_S = 0.2  # input offsets committed at most this often (a crash re-reads that much)
@@ -155,6 +158,8 @@ class BatchedInput:
         """Input offsets of batches in RocksDB, to commit (:meth:`_commit_due`)."""
         self.committed_at = 0.0
         self.in_flight: InFlight | None = None
+        self.handled: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = []
+        """Batches handled on top of the one in flight, not sent yet (:meth:`_batch`)."""
         batched_inputs[pipeline.topic] = self
         app.task(self.run)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -268,48 +273,81 @@ class BatchedInput:
         return starts
 
     async def _batch(self) -> None:
-        """Fetch, handle and send one batch; finish the one before it meanwhile.
+        """Fetch and handle records; send them once the batch in flight has landed.
 
-        The batch before is still travelling while this one is handled (reads see its writes,
-        :class:`~statekeeper.stores.staged.Staging`) and built; it is acknowledged before
-        this one is queued, and written to RocksDB and committed after (:meth:`_hand_over`).
+        The batch before is still travelling while the next one is handled (reads see its
+        writes, :class:`~statekeeper.stores.staged.Staging`); the next one takes more of
+        what is fetched until that batch's acknowledgements are in, then it is built and
+        queued, and the landed one is written to RocksDB and committed (:meth:`_hand_over`).
         So a batch is only ever sent once every record before it has landed, as without the
         overlap, and the worker handles records instead of idling for the acknowledgement.
         """
         assert self.consumer is not None
         await self._commit_due()  # a quiet input still gets its last offsets committed
         # With a batch in flight take only what is fetched already; with nothing, finish it.
-        wait_ms = 0 if self.in_flight is not None else 100
-        fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=MAX_RECORDS)
+        busy = self.in_flight is not None or bool(self.handled)
+        fetched = await self.consumer.getmany(
+            timeout_ms=0 if busy else 100, max_records=MAX_RECORDS
+        )
         now = time.monotonic()
         ticking = {p for p in self.partitions if self.tick and now >= self.next_tick.get(p, 0.0)}
-        # clock work scans RocksDB, so it runs with nothing in flight
-        if self.in_flight is not None and (not fetched or ticking) and not await self._finish():
+        if busy and not fetched:
+            await (self._send_handled() if self.handled else self._finish())
             return
+        # Clock work scans RocksDB, so it runs with nothing in flight or handled on top. When
+        # Kafka refuses a batch, what was fetched is dropped: it is read again after it.
+        if busy and ticking:
+            if self.handled and not await self._send_handled():
+                return
+            if not await self._finish():
+                return
         behind = self.in_flight.stagings() if self.in_flight is not None else {}
-        batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = []
+        handled = {batch.partition: (batch, records) for batch, records in self.handled}
         for partition in sorted(self.partitions):
             records = fetched.get(self.tp(partition), [])
-            if records or partition in ticking:
+            if not records and partition not in ticking:
+                continue
+            before: Sequence[ConsumerRecord[bytes, bytes]] = []
+            if partition in handled:
+                batch, before = handled[partition]
+            else:
                 batch = Staging(partition, behind.get(partition))
-                if partition in ticking:
-                    self.next_tick[partition] = now + self.tick_interval_s
-                batches.append((batch, await self._handle(batch, records, partition in ticking)))
-        if not batches:
-            return
+            if partition in ticking:
+                self.next_tick[partition] = now + self.tick_interval_s
+            taken = await self._handle(batch, records, partition in ticking)
+            handled[partition] = (batch, [*before, *taken] if before else taken)
+        self.handled = [handled[p] for p in sorted(handled)]
+        if self.handled and not self._keep_handling():
+            await self._send_handled()
+
+    def _keep_handling(self) -> bool:
+        """Whether the batch in hand takes more records before it is sent: while the one in
+        flight has not landed yet (so the wait for it is spent handling), up to a bound."""
+        flight = self.in_flight
+        if flight is None or all(f.done() for _, chunks in flight.sent for _, f in chunks):
+            return False
+        if sum(len(records) for _, records in self.handled) >= MAX_HANDLED:
+            return False
+        return not any(batch.full() for batch, _ in self.handled)
+
+    async def _send_handled(self) -> bool:
+        """Build the batch in hand, queue it once the one in flight has landed; False if
+        Kafka refused either (both are read again)."""
+        batches, self.handled = self.handled, []
         try:
             prepared = await self._prepare(batches)
         except Exception as exc:  # broker trouble (metadata): nothing of these is applied
             await self._read_again(exc)
-            return
-        await self._hand_over(batches, prepared)
+            return False
+        return await self._hand_over(batches, prepared)
 
     async def _hand_over(
         self,
         batches: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]],
         prepared: Prepared,
-    ) -> None:
-        """Queue ``batches`` as soon as the batch in flight has landed, then write that one.
+    ) -> bool:
+        """Queue ``batches`` as soon as the batch in flight has landed, then write that one;
+        False if Kafka refused either (both are read again).
 
         Its RocksDB write, the hook after it and the commit come after the next batch is
         queued, off the path from one acknowledgement to the next request: the next batch
@@ -323,7 +361,7 @@ class BatchedInput:
                 landed = await self._acknowledged(flight)
             except Exception as exc:  # it never landed: what was read on top is dropped
                 await self._read_again(exc)
-                return
+                return False
         failure = None
         try:
             self.in_flight = await self._queue(batches, prepared)
@@ -336,6 +374,8 @@ class BatchedInput:
             batch.behind = None  # in RocksDB now
         if failure is not None:
             await self._read_again(failure)
+            return False
+        return True
 
     async def _handle(
         self, batch: Staging, records: list[ConsumerRecord[bytes, bytes]], tick: bool
@@ -429,7 +469,12 @@ class BatchedInput:
             logger.warning("%s: commit failed (%r); the next batch commits", self.pattern, exc)
 
     async def _settle(self) -> None:
-        """Finish the batch in flight, commit every applied batch and wait for the commit."""
+        """Finish the batch in flight, commit every applied batch and wait for the commit.
+
+        Records handled on top of it and not sent are dropped: every caller reads on from
+        the committed offsets (:meth:`_assign`), or gives the partitions up, or stops.
+        """
+        self.handled = []
         await self._finish()
         await self._commit_due(now=True)
         await self._settle_commit()
