@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 OFFSET_KEY = RocksDBStore.offset_key  # where faust keeps a partition's changelog offset
 MAX_RECORDS = 2_000  # per fetch, all partitions together (see _queue: one request per flush)
-MAX_HANDLED = 10_000  # records handled on top of a batch in flight, at most, before sending
+MAX_HANDLED = 10_000  # records on top of a batch in flight after which no fetch is added
 MAX_BATCH_BYTES = 1_000_000  # one produce batch per partition and flush; broker limit 1 MiB
 YIELD_EVERY = 50  # records handled between two chances for the web server to answer
 COMMIT_EVERY_S = 0.2  # input offsets committed at most this often (a crash re-reads that much)
@@ -284,7 +284,8 @@ class BatchedInput:
         """
         assert self.consumer is not None
         await self._commit_due()  # a quiet input still gets its last offsets committed
-        # With a batch in flight take only what is fetched already; with nothing, finish it.
+        # With a batch in flight or handled, take only what is fetched already; with nothing
+        # fetched, send the handled batch (or finish the one in flight).
         busy = self.in_flight is not None or bool(self.handled)
         fetched = await self.consumer.getmany(
             timeout_ms=0 if busy else 100, max_records=MAX_RECORDS
@@ -324,8 +325,13 @@ class BatchedInput:
         """Whether the batch in hand takes more records before it is sent: while the one in
         flight has not landed yet (so the wait for it is spent handling), up to a bound."""
         flight = self.in_flight
-        if flight is None or all(f.done() for _, chunks in flight.sent for _, f in chunks):
+        if flight is None:
             return False
+        futures = [future for _, chunks in flight.sent for _, future in chunks]
+        if all(f.done() for f in futures):
+            return False
+        if any(f.done() and (f.cancelled() or f.exception() is not None) for f in futures):
+            return False  # it will not land: handling on top of it would be dropped
         if sum(len(records) for _, records in self.handled) >= MAX_HANDLED:
             return False
         return not any(batch.full() for batch, _ in self.handled)
@@ -491,7 +497,9 @@ class BatchedInput:
 
         Records go out as one produce batch per topic partition (the idempotent producer
         keeps them in order); the per-record ``send`` path costs more than the handlers.
-        Built while the batch before is in flight, so that only queueing them waits for it.
+        Built while the batch before is in flight when that one has not landed by the time
+        the next fetch finds nothing, so that only queueing them waits for it; when it has
+        landed while the batch was handled, the build comes after the acknowledgement.
         """
         stagings = [batch for batch, _ in batches]
         # Metadata first: a send_batch that has to fetch a topic's metadata yields to the

@@ -130,12 +130,13 @@ class Staging:
         For a row most records of a batch change (a partition's counts), so it is decoded
         once and encoded once per batch instead of once per record. The runner encodes it
         when the batch is done (:meth:`seal`); a row kept in a batch is not also written
-        in it. Its size counts once, as it is now (rows that barely grow).
+        in it, except as its sealed bytes when the batch takes records after a seal. Its
+        size counts once, as it is now (rows that barely grow), sealed or not.
         """
         rows = self.kept.get(table)
         if rows is None:
             rows = self.kept[table] = {}
-        if key not in rows:
+        if key not in rows and key not in self.writes.get(table, ()):
             self._count(table, len(key) + len(value.to_bytes()))
         rows[key] = value
 
@@ -157,7 +158,9 @@ class Staging:
         return row
 
     def seal(self) -> None:
-        """Encode the kept rows into the batch's writes (the batch takes no more records)."""
+        """Encode the kept rows into the batch's writes, before the batch is built. The
+        runner may give it more records after (:meth:`BatchedInput._batch`): a row they
+        change is decoded from those bytes and kept again."""
         for table, rows in self.kept.items():
             pending = self.writes.setdefault(table, {})
             for key, value in rows.items():

@@ -81,6 +81,21 @@ def test_a_kept_row_is_decoded_once_and_encoded_when_the_batch_is_sealed() -> No
     assert not batch.kept
 
 
+def test_a_batch_extended_after_its_seal_keeps_the_row_again_and_counts_it_once() -> None:
+    table = cast(Any, EmptyTable())
+    batch = Staging(0)
+    view = StagedTable(table)
+    with staging(batch):
+        view.kept(b"c", Counts.from_bytes).states["a"] = 1
+    size = batch.sizes[table]
+    batch.seal()  # built, then the runner gives it the records fetched meanwhile
+    with staging(batch):
+        view.kept(b"c", Counts.from_bytes).states["a"] += 1
+    assert batch.sizes[table] == size
+    batch.seal()
+    assert Counts.from_bytes(batch.writes[table][b"c"]).states == {"a": 2}
+
+
 def test_event_time_is_the_record_timestamp_never_ahead_of_the_clock() -> None:
     batch = Staging(0)
     assert batch.event_time(5_000) == 5_000  # clock work: no record timestamp
