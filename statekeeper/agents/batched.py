@@ -25,9 +25,8 @@ keeps taking what is fetched until they are in (up to ``MAX_HANDLED`` records), 
 acknowledgement is spent handling, not waiting. The next batch is built and queued once
 every acknowledgement of the one before has come, so nothing is sent until every record
 before it has landed; the landed batch's RocksDB write and commit follow right after, while
-the next one travels. If Kafka refuses a batch,
-the one handled on top of it is dropped and both are read again. Clock work waits for the
-batch in flight: it scans RocksDB.
+the next one travels. If Kafka refuses a batch, the one handled on top of it is dropped and
+both are read again. Clock work waits for the batch in flight: it scans RocksDB.
 
 A crash before the acknowledgements re-reads the batch against the state before it. A crash
 after them and before the RocksDB write leaves the changelog ahead of RocksDB; faust's
@@ -158,8 +157,9 @@ class BatchedInput:
         """Input offsets of batches in RocksDB, to commit (:meth:`_commit_due`)."""
         self.committed_at = 0.0
         self.in_flight: InFlight | None = None
-        self.handled: list[tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = []
-        """Batches handled on top of the one in flight, not sent yet (:meth:`_batch`)."""
+        self.handled: dict[int, tuple[Staging, Sequence[ConsumerRecord[bytes, bytes]]]] = {}
+        """Partition -> its batch handled on top of the one in flight, not sent yet, and the
+        records it took (:meth:`_batch`)."""
         batched_inputs[pipeline.topic] = self
         app.task(self.run)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -303,7 +303,7 @@ class BatchedInput:
             if not await self._finish():
                 return
         behind = self.in_flight.stagings() if self.in_flight is not None else {}
-        handled = {batch.partition: (batch, records) for batch, records in self.handled}
+        handled = self.handled
         for partition in sorted(self.partitions):
             records = fetched.get(self.tp(partition), [])
             if not records and partition not in ticking:
@@ -317,8 +317,7 @@ class BatchedInput:
                 self.next_tick[partition] = now + self.tick_interval_s
             taken = await self._handle(batch, records, partition in ticking)
             handled[partition] = (batch, [*before, *taken] if before else taken)
-        self.handled = [handled[p] for p in sorted(handled)]
-        if self.handled and not self._keep_handling():
+        if handled and not self._keep_handling():
             await self._send_handled()
 
     def _keep_handling(self) -> bool:
@@ -332,14 +331,15 @@ class BatchedInput:
             return False
         if any(f.done() and (f.cancelled() or f.exception() is not None) for f in futures):
             return False  # it will not land: handling on top of it would be dropped
-        if sum(len(records) for _, records in self.handled) >= MAX_HANDLED:
+        if sum(len(records) for _, records in self.handled.values()) >= MAX_HANDLED:
             return False
-        return not any(batch.full() for batch, _ in self.handled)
+        return not any(batch.full() for batch, _ in self.handled.values())
 
     async def _send_handled(self) -> bool:
         """Build the batch in hand, queue it once the one in flight has landed; False if
         Kafka refused either (both are read again)."""
-        batches, self.handled = self.handled, []
+        batches = [self.handled[p] for p in sorted(self.handled)]
+        self.handled = {}
         try:
             prepared = await self._prepare(batches)
         except Exception as exc:  # broker trouble (metadata): nothing of these is applied
@@ -480,7 +480,7 @@ class BatchedInput:
         Records handled on top of it and not sent are dropped: every caller reads on from
         the committed offsets (:meth:`_assign`), or gives the partitions up, or stops.
         """
-        self.handled = []
+        self.handled = {}
         await self._finish()
         await self._commit_due(now=True)
         await self._settle_commit()
