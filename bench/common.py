@@ -151,12 +151,6 @@ class RecordCounter:
         return sum(ends.values())
 
 
-async def total_records(bootstrap: str, topic: str, partitions: int) -> int:
-    """Records currently in ``topic`` (sum of end offsets)."""
-    async with RecordCounter(bootstrap, topic, partitions) as counter:
-        return await counter.count()
-
-
 def save(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

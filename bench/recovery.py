@@ -27,7 +27,15 @@ from typing import Any
 
 import msgpack
 
-from bench.common import API_KEY, Deployment, bring_up, git_revision, rss_mb, save, total_records
+from bench.common import (
+    API_KEY,
+    Deployment,
+    RecordCounter,
+    bring_up,
+    git_revision,
+    rss_mb,
+    save,
+)
 from bench.workflow import FLOW, envelope, produce_all
 from tests.support.worker import WorkerProcess, http_get
 
@@ -49,9 +57,10 @@ async def wait_records(bootstrap: str, topic: str, count: int, what: str) -> flo
     """Poll until ``topic`` holds ``count`` records; seconds taken. Shows progress."""
     began = time.monotonic()
     seen = -1
-    while (seen := await total_records(bootstrap, topic, PARTITIONS)) < count:
-        print(f"\r  {what}: {seen:,}/{count:,}", end="", flush=True)
-        await asyncio.sleep(1)
+    async with RecordCounter(bootstrap, topic, PARTITIONS) as counter:
+        while (seen := await counter.count()) < count:
+            print(f"\r  {what}: {seen:,}/{count:,}", end="", flush=True)
+            await asyncio.sleep(1)
     print(f"\r  {what}: {seen:,}/{count:,}", flush=True)
     return time.monotonic() - began
 
